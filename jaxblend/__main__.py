@@ -1,0 +1,5 @@
+import sys
+
+from jaxblend.cli import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""Public deep-blending API: :func:`blend` and the stage driver shared with batches.
+
+``blend`` lays a job out on the canvas (:func:`jaxblend.io.place`), runs stage 1 and
+stage 2 (:mod:`jaxblend.solve`) and returns a :class:`BlendResult`. The driver
+:func:`run_stages` works on one job or on a stack of jobs of one canvas shape (leading
+axis), which is how :mod:`jaxblend.batch` uses it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxblend.config import BlendConfig, StageConfig
+from jaxblend.io import ImageLike, Job, Placement, place, to_uint8
+from jaxblend.solve import TERMS, VGGSpec, composite, evaluations, programs
+
+Progress = Callable[[dict], None]
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """The objective became NaN/inf; the best finite iterate was kept."""
+
+
+@dataclass
+class BlendResult:
+    """What a deep blend returns.
+
+    Attributes:
+      image: final blend, ``H x W x 3`` uint8 on the canvas.
+      stage1: stage-1 blend, uint8 (equal to ``image`` when stage 2 is off).
+      losses: ``{"stage1": {term: (start, end)}, "stage2": {...}}`` — weighted terms.
+      evaluations: objective evaluations per stage, ``{"stage1": n, "stage2": n}``.
+      seconds: wall time per stage (compilation included).
+      placement: where the source lies on the canvas.
+      frames: optimisation frames (uint8) when requested.
+      image_float: final blend as float32 (not rounded).
+    """
+
+    image: np.ndarray
+    stage1: np.ndarray
+    losses: dict
+    evaluations: dict
+    seconds: dict
+    placement: Placement | None = None
+    frames: list = field(default_factory=list)
+    image_float: np.ndarray | None = None
+
+
+def vgg_spec(vgg: Any, precision: str) -> VGGSpec:
+    return VGGSpec(vgg.arch, vgg.preprocessing, precision)
+
+
+def initial_image(
+    init: str, target: jax.Array, source: jax.Array, mask: jax.Array, seed: int | jax.Array
+) -> jax.Array:
+    """Stage-1 start: ``noise`` (the paper), ``paste`` (the source) or ``poisson``.
+
+    Works on one job (``H x W x 3``) or a stack (``N x H x W x 3``, seeds ``N``).
+    """
+    if init == "paste":
+        return source
+    if init == "poisson":
+        from jaxblend.poisson import poisson_solve
+
+        if source.ndim == 4:
+            return jax.vmap(lambda t, s, m: poisson_solve(t, s, m, mode="normal"))(
+                target, source, mask
+            )
+        return poisson_solve(target, source, mask, mode="normal")
+    if init == "noise":
+        seeds = jnp.atleast_1d(jnp.asarray(seed, jnp.uint32))
+        shape = target.shape[-3:]
+
+        def one(s):
+            return jnp.clip(
+                128.0 + 64.0 * jax.random.normal(jax.random.PRNGKey(s), shape), 0, 255
+            )
+
+        x = jax.vmap(one)(seeds)
+        return x if target.ndim == 4 else x[0]
+    raise ValueError(f"unknown init {init!r}")
+
+
+def _run_stage(
+    name: str,
+    cfg: StageConfig,
+    config: BlendConfig,
+    spec: VGGSpec,
+    params: Any,
+    x0: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    source: jax.Array,
+    content_ref: jax.Array,
+    *,
+    masked: bool,
+    batched: bool,
+    progress: Progress | None,
+    frames: list | None,
+):
+    p = programs(cfg, spec, masked, config.solver, config.history, batched)
+    data = p.prepare(params, target, mask, source, content_ref)
+    carry = p.start(x0, data)
+    t0 = {k: np.asarray(v) for k, v in p.terms(x0, data).items()}
+    budget = int(cfg.steps)
+    done = np.asarray(evaluations(config.solver, carry))
+    while True:
+        until = jnp.int32(min(int(done.min()) + config.chunk, budget))
+        carry = p.advance(carry, data, until)
+        now = np.asarray(evaluations(config.solver, carry))
+        finite = np.isfinite(np.asarray(carry.best_value))
+        if progress is not None:
+            progress(
+                {
+                    "stage": name,
+                    "evaluations": int(now.max()),
+                    "budget": budget,
+                    "loss": float(np.asarray(carry.best_value).mean()),
+                }
+            )
+        if frames is not None:
+            frames.append(to_uint8(composite(carry.best_x, target, mask)))
+        stalled = np.array_equal(now, done)
+        done = now
+        if stalled or int(done.min()) >= budget:
+            break
+    x = carry.best_x
+    t1 = {k: np.asarray(v) for k, v in p.terms(x, data).items()}
+    bad = ~np.isfinite(np.asarray(carry.state.value if hasattr(carry.state, "value") else 0.0))
+    if np.any(bad) or not np.all(finite):
+        warnings.warn(
+            f"{name}: the objective became non-finite; returning the best finite iterate "
+            "(lower the loss weights or use init='poisson')",
+            NonFiniteWarning,
+            stacklevel=3,
+        )
+    return composite(x, target, mask), done, t0, t1
+
+
+def run_stages(
+    config: BlendConfig,
+    vgg: Any,
+    target: Any,
+    source: Any,
+    mask: Any,
+    *,
+    seed: Any = None,
+    batched: bool = False,
+    progress: Progress | None = None,
+    frames: list | None = None,
+) -> dict:
+    """Run stage 1 (and stage 2) on canvas arrays; one job or a stack of jobs.
+
+    Returns a dict with ``image``, ``stage1`` (float arrays), ``losses``, ``evaluations``
+    and ``seconds``.
+    """
+    spec = vgg_spec(vgg, config.precision)
+    target = jnp.asarray(target, jnp.float32)
+    source = jnp.asarray(source, jnp.float32)
+    mask = jnp.asarray(mask, jnp.float32)
+    seed = config.seed if seed is None else seed
+    out: dict[str, Any] = {"losses": {}, "evaluations": {}, "seconds": {}}
+    t = time.perf_counter()
+    x0 = initial_image(config.init, target, source, mask, seed)
+    img, n, l0, l1 = _run_stage(
+        "stage1", config.stage1, config, spec, vgg.params, x0, target, mask, source, source,
+        masked=True, batched=batched, progress=progress, frames=frames,
+    )  # fmt: skip
+    img.block_until_ready()
+    out["seconds"]["stage1"] = time.perf_counter() - t
+    out["stage1"] = img
+    out["evaluations"]["stage1"] = n
+    out["losses"]["stage1"] = {k: (l0[k], l1[k]) for k in TERMS}
+    if config.stage2_enabled:
+        t = time.perf_counter()
+        img2, n, l0, l1 = _run_stage(
+            "stage2", config.stage2, config, spec, vgg.params, img, target, mask, source, img,
+            masked=False, batched=batched, progress=progress, frames=frames,
+        )  # fmt: skip
+        img2.block_until_ready()
+        out["seconds"]["stage2"] = time.perf_counter() - t
+        out["evaluations"]["stage2"] = n
+        out["losses"]["stage2"] = {k: (l0[k], l1[k]) for k in TERMS}
+        img = img2
+    out["image"] = img
+    return out
+
+
+def _scalar_losses(losses: dict, i: int | None = None) -> dict:
+    def pick(v):
+        a = np.asarray(v)
+        return float(a if i is None else a[i])
+
+    return {s: {k: (pick(a), pick(b)) for k, (a, b) in t.items()} for s, t in losses.items()}
+
+
+def blend(
+    source: ImageLike,
+    target: ImageLike,
+    mask: ImageLike,
+    *,
+    center: tuple[int, int] | None = None,
+    config: BlendConfig | None = None,
+    vgg: Any = None,
+    progress: Progress | None = None,
+    frames: bool = False,
+) -> BlendResult:
+    """Blend ``source`` into ``target`` where ``mask`` is nonzero (Deep Image Blending).
+
+    Args:
+      source, target, mask: paths, PIL images or arrays (RGB ``H x W x 3`` 0–255 and a
+        mask of the source's size whose nonzero pixels mark the object).
+      center: ``(row, col)`` on the canvas where the source's centre goes (default: the
+        canvas centre).
+      config: a :class:`BlendConfig` (canvas size, source size, per-stage weights and
+        budgets, init, solver, seed); default ``BlendConfig()``.
+      vgg: a loaded VGG (:func:`jaxblend.load_vgg`); default the shipped VGG16.
+      progress: called with a dict after each chunk of iterations.
+      frames: keep a frame of the blend after each chunk (for a video).
+
+    Returns:
+      a :class:`BlendResult`; ``result.image`` is the final ``H x W x 3`` uint8 canvas.
+
+    Example:
+      >>> import jaxblend
+      >>> r = jaxblend.blend("obj.png", "scene.png", "mask.png", center=(200, 235))
+      >>> r.image.shape
+      (512, 512, 3)
+    """
+    config = BlendConfig() if config is None else config
+    job = place(
+        source, target, mask, center=center, canvas=config.canvas, source_size=config.source_size
+    )
+    return blend_job(job, config=config, vgg=vgg, progress=progress, frames=frames)
+
+
+def blend_job(
+    job: Job,
+    *,
+    config: BlendConfig | None = None,
+    vgg: Any = None,
+    progress: Progress | None = None,
+    frames: bool = False,
+) -> BlendResult:
+    """:func:`blend` for a job already laid out on the canvas (:func:`jaxblend.io.place`)."""
+    from jaxblend.vgg import load_vgg
+
+    config = BlendConfig() if config is None else config
+    vgg = load_vgg() if vgg is None else vgg
+    fr: list | None = [] if frames else None
+    out = run_stages(
+        config, vgg, job.target, job.source, job.mask, progress=progress, frames=fr
+    )
+    img = np.asarray(out["image"])
+    return BlendResult(
+        image=to_uint8(img),
+        stage1=to_uint8(np.asarray(out["stage1"])),
+        losses=_scalar_losses(out["losses"]),
+        evaluations={k: int(v) for k, v in out["evaluations"].items()},
+        seconds=out["seconds"],
+        placement=job.placement,
+        frames=fr or [],
+        image_float=img,
+    )

@@ -1,0 +1,135 @@
+"""Frozen, hashable configuration of a deep blend.
+
+Everything here is static for ``jax.jit``: two blends with equal configurations and equal
+canvas shapes share one compiled program per stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from jaxblend.errors import InputError
+
+LayerWeights = tuple[tuple[str, float], ...]
+
+STYLE_LAYERS: LayerWeights = (
+    ("relu1_2", 1.0),
+    ("relu2_2", 1.0),
+    ("relu3_3", 1.0),
+    ("relu4_3", 1.0),
+)
+CONTENT_LAYERS: LayerWeights = (("relu2_2", 1.0),)
+HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
+
+INITS = ("noise", "paste", "poisson")
+SOLVERS = ("jaxopt", "optax")
+OPERATORS = ("laplacian", "gradient")
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Loss weights, layers and budget of one stage.
+
+    Attributes:
+      grad, content, style, hist, tv: weights of the gradient (Eq. 6), content (Eq. 7/9),
+        style (Eq. 8/10), histogram (Eq. 11) and total-variation (Eq. 12) terms.
+      steps: budget in objective evaluations (one evaluation = one value and gradient of
+        the whole objective, as the authors' ``num_steps`` counts closure calls).
+      content_layers, style_layers, hist_layers: ``((layer, weight), ...)``.
+      operator: ``"laplacian"`` (the authors') or ``"gradient"`` (first-order) for Eq. 6.
+      mixed: Pérez's mixed guidance: the stronger of source/target gradient per pixel.
+    """
+
+    grad: float = 0.0
+    content: float = 0.0
+    style: float = 0.0
+    hist: float = 0.0
+    tv: float = 0.0
+    steps: int = 100
+    content_layers: LayerWeights = CONTENT_LAYERS
+    style_layers: LayerWeights = STYLE_LAYERS
+    hist_layers: LayerWeights = HIST_LAYERS
+    operator: str = "laplacian"
+    mixed: bool = False
+
+    def layers(self) -> tuple[str, ...]:
+        """The VGG layers this stage's active terms read (sorted, no repeats)."""
+        names: set[str] = set()
+        for w, ls in (
+            (self.content, self.content_layers),
+            (self.style, self.style_layers),
+            (self.hist, self.hist_layers),
+        ):
+            if w:
+                names.update(n for n, _ in ls)
+        return tuple(sorted(names))
+
+
+# Calibrated for the shipped Caffe-lineage VGG16 (BGR, mean-subtracted 0–255 input) and the
+# normalisations in jaxblend.losses; see README "Defaults and normalisations" and
+# bench/calibrate.py for the measurements behind them.
+STAGE1 = StageConfig(grad=1.0, content=1e-3, style=3e-4, hist=0.0, tv=1e-6, steps=150)
+STAGE2 = StageConfig(grad=0.0, content=1e-3, style=1e-1, hist=0.0, tv=1e-6, steps=150)
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """Settings of a two-stage deep blend (frozen and hashable).
+
+    Attributes:
+      stage1, stage2: per-stage :class:`StageConfig`.
+      canvas: long side of the canvas (the target is resized to it, aspect kept).
+      source_size: long side of the resized source and mask; ``None`` keeps their size.
+      init: start of stage 1: ``"noise"`` (the paper), ``"paste"`` (source pasted) or
+        ``"poisson"`` (classical Poisson blend).
+      solver: ``"jaxopt"`` (``jaxopt.LBFGS``) or ``"optax"`` (``optax.lbfgs``).
+      stage2_enabled: run the style-refinement stage.
+      seed: seed of the noise initialisation.
+      precision: ``"float32"`` or ``"bfloat16"`` VGG convolutions.
+      history: L-BFGS memory size.
+      chunk: evaluations between progress reports (and video frames).
+    """
+
+    stage1: StageConfig = STAGE1
+    stage2: StageConfig = STAGE2
+    canvas: int | None = 512
+    source_size: int | None = None
+    init: str = "poisson"
+    solver: str = "jaxopt"
+    stage2_enabled: bool = True
+    seed: int = 0
+    precision: str = "float32"
+    history: int = 10
+    chunk: int = 10
+    scales: tuple[float, ...] = field(default=(1.0,))
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("init", self.init, INITS),
+            ("solver", self.solver, SOLVERS),
+            ("precision", self.precision, PRECISIONS),
+            ("stage1.operator", self.stage1.operator, OPERATORS),
+            ("stage2.operator", self.stage2.operator, OPERATORS),
+        ):
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        for s in (self.stage1, self.stage2):
+            if int(s.steps) < 1:
+                raise InputError(f"steps must be at least 1, got {s.steps}")
+        if self.chunk < 1:
+            raise InputError(f"chunk must be at least 1, got {self.chunk}")
+        if not self.scales or any(not 0 < s <= 1 for s in self.scales) or self.scales[-1] != 1:
+            raise InputError(f"scales must be in (0, 1] and end with 1.0, got {self.scales}")
+
+    def replace(self, **changes: Any) -> BlendConfig:
+        """A copy with fields changed; ``steps1``/``steps2`` set the stage budgets."""
+        s1, s2 = changes.pop("steps1", None), changes.pop("steps2", None)
+        cfg = dataclasses.replace(self, **changes)
+        if s1 is not None:
+            cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, steps=int(s1)))
+        if s2 is not None:
+            cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, steps=int(s2)))
+        return cfg

@@ -1,0 +1,238 @@
+"""The two stages of Deep Image Blending on L-BFGS, as pure array functions.
+
+Stage 1 (seamless blending) minimises, over the image ``I_Z`` inside the mask,
+``w_grad·L_grad + w_content·L_cont + w_style·L_style + w_hist·L_hist + w_tv·L_tv`` of the
+blend ``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)`` (Zhang, Wen, Shi, WACV 2020, Eq. 6–12). Stage 2
+(style refinement) starts from the stage-1 blend and minimises the unmasked content loss
+against it (Eq. 9, which the authors' code leaves at zero by a bug) plus style, histogram
+and TV, again only inside the mask: pixels outside the mask stay the target's exactly.
+
+Everything constant per job — the guidance Laplacian, the source's content features, the
+target's Gram matrices and sorted features — is computed once by :func:`prepare`, outside
+the iteration. One objective evaluation is then one VGG forward and backward pass of the
+blend, the only image that changes. The L-BFGS iterations run inside one compiled
+``lax.while_loop`` (:func:`advance`); the budget is counted in objective evaluations and
+passed as an argument, so progress reports in chunks reuse the same compiled program.
+
+All functions take one job; ``jax.vmap`` batches jobs of one canvas shape
+(see :mod:`jaxblend.batch`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxblend import losses
+from jaxblend.config import StageConfig
+from jaxblend.optim import make_solver
+from jaxblend.vgg import features as vgg_features
+
+TERMS = ("grad", "content", "style", "hist", "tv")
+
+
+class VGGSpec(NamedTuple):
+    """Static description of the feature extractor (hashable)."""
+
+    arch: str = "vgg16"
+    preprocessing: str = "caffe"
+    dtype: str = "float32"
+
+
+class StageData(NamedTuple):
+    """Per-job arrays one stage needs; all are arguments of the compiled program."""
+
+    params: Any
+    target: jax.Array  # H x W x 3
+    mask: jax.Array  # H x W
+    guide: jax.Array  # guidance field for the gradient loss
+    content_ref: dict  # layer -> features of the content reference
+    grams: dict  # layer -> target Gram matrix
+    sorted: dict  # layer -> target's sorted features
+
+
+class Carry(NamedTuple):
+    """Loop state of one stage: iterate, solver state and the best finite iterate."""
+
+    x: jax.Array
+    state: Any
+    best_x: jax.Array
+    best_value: jax.Array
+
+
+def _features(spec: VGGSpec, params, image, layers):
+    if not layers:
+        return {}
+    dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
+    feats = vgg_features(
+        params, image, layers, arch=spec.arch, preprocessing=spec.preprocessing, dtype=dtype
+    )
+    return {k: v.astype(jnp.float32) for k, v in feats.items()}
+
+
+def composite(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)``."""
+    m = mask[..., None]
+    return x * m + target * (1 - m)
+
+
+def prepare(
+    cfg: StageConfig,
+    spec: VGGSpec,
+    params,
+    target: jax.Array,
+    mask: jax.Array,
+    source: jax.Array,
+    content_ref: jax.Array,
+) -> StageData:
+    """Compute a stage's constants once per job.
+
+    Args:
+      cfg: the stage's configuration (static).
+      spec: the feature extractor (static).
+      params: VGG parameters.
+      target, mask, source: the canvas arrays of the job (source pasted on the target).
+      content_ref: the image whose features the content term keeps (the source for
+        stage 1, the stage-1 blend for stage 2).
+    """
+    guide = losses.guidance(source, target, mask, operator=cfg.operator, mixed=cfg.mixed)
+    c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
+    s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
+    h_layers = tuple(n for n, _ in cfg.hist_layers) if cfg.hist else ()
+    ref = _features(spec, params, content_ref, c_layers)
+    tf = _features(spec, params, target, tuple(sorted(set(s_layers) | set(h_layers))))
+    grams = {n: losses.gram(tf[n]) for n in s_layers}
+    srt = {n: losses.sorted_channels(tf[n]) for n in h_layers}
+    return StageData(params, target, mask, guide, ref, grams, srt)
+
+
+def loss_terms(
+    cfg: StageConfig, spec: VGGSpec, x: jax.Array, data: StageData, *, masked: bool
+) -> dict:
+    """Each weighted loss term of the objective at ``x`` (a dict; sum = objective)."""
+    blend = composite(x, data.target, data.mask)
+    feats = _features(spec, data.params, blend, cfg.layers())
+    zero = jnp.float32(0)
+    out = {t: zero for t in TERMS}
+    if cfg.grad:
+        out["grad"] = cfg.grad * losses.gradient_loss(blend, data.guide, operator=cfg.operator)
+    if cfg.content:
+        out["content"] = cfg.content * losses.content_loss(
+            feats,
+            data.content_ref,
+            data.mask if masked else None,
+            weights=dict(cfg.content_layers),
+        )
+    if cfg.style:
+        out["style"] = cfg.style * losses.style_loss(
+            feats, data.grams, weights=dict(cfg.style_layers)
+        )
+    if cfg.hist:
+        out["hist"] = cfg.hist * losses.histogram_loss(
+            feats, data.sorted, weights=dict(cfg.hist_layers)
+        )
+    if cfg.tv:
+        out["tv"] = cfg.tv * losses.tv_loss(blend)
+    return out
+
+
+def objective(cfg: StageConfig, spec: VGGSpec, masked: bool, x: jax.Array, data: StageData):
+    """The stage's objective: the sum of :func:`loss_terms`."""
+    return sum(loss_terms(cfg, spec, x, data, masked=masked).values())
+
+
+@functools.lru_cache(maxsize=64)
+def _solver(cfg: StageConfig, spec: VGGSpec, masked: bool, kind: str, history: int):
+    fun = functools.partial(objective, cfg, spec, masked)
+    return make_solver(kind, fun, history=history)
+
+
+def start(
+    cfg: StageConfig,
+    spec: VGGSpec,
+    masked: bool,
+    kind: str,
+    history: int,
+    x0: jax.Array,
+    data: StageData,
+) -> Carry:
+    """Initialise the solver at ``x0`` (one objective evaluation)."""
+    solver = _solver(cfg, spec, masked, kind, history)
+    state = solver.init(x0, data)
+    v = solver.value(state)
+    best = jnp.where(jnp.isfinite(v), v, jnp.inf)
+    return Carry(x0, state, x0, best)
+
+
+def advance(
+    cfg: StageConfig,
+    spec: VGGSpec,
+    masked: bool,
+    kind: str,
+    history: int,
+    carry: Carry,
+    data: StageData,
+    until: jax.Array,
+) -> Carry:
+    """Run L-BFGS iterations until ``until`` objective evaluations have been spent.
+
+    One ``lax.while_loop``; stops early when the objective becomes non-finite, keeping the
+    best finite iterate in ``carry.best_x``.
+    """
+    solver = _solver(cfg, spec, masked, kind, history)
+
+    def cond(c: Carry):
+        return (solver.evaluations(c.state) < until) & jnp.isfinite(solver.value(c.state))
+
+    def body(c: Carry):
+        x, state = solver.step(c.x, c.state, data)
+        v = solver.value(state)
+        better = jnp.isfinite(v) & (v <= c.best_value)
+        best_x = jnp.where(better, x, c.best_x)
+        best_v = jnp.where(better, v, c.best_value)
+        return Carry(x, state, best_x, best_v)
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def evaluations(kind: str, carry: Carry) -> jax.Array:
+    """Objective evaluations spent so far."""
+    if kind == "jaxopt":
+        return jnp.asarray(carry.state.num_fun_eval, jnp.int32)
+    return carry.state.evals
+
+
+class Programs(NamedTuple):
+    """The compiled programs of one stage configuration (single job or stacked jobs)."""
+
+    prepare: Any
+    start: Any
+    advance: Any
+    terms: Any
+
+
+@functools.lru_cache(maxsize=64)
+def programs(
+    cfg: StageConfig, spec: VGGSpec, masked: bool, kind: str, history: int, batched: bool
+) -> Programs:
+    """jit-compiled ``prepare``/``start``/``advance``/``terms`` for a stage.
+
+    The configuration is static (hashable); every array — VGG parameters included — is an
+    argument, so a second job of the same shapes reuses the compiled programs. With
+    ``batched=True`` each program is ``vmap``-ped over a leading job axis (parameters
+    shared).
+    """
+    prep = functools.partial(prepare, cfg, spec)
+    st = functools.partial(start, cfg, spec, masked, kind, history)
+    adv = functools.partial(advance, cfg, spec, masked, kind, history)
+    terms = functools.partial(loss_terms, cfg, spec, masked=masked)
+    if batched:
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0)
+        prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0))
+        st = jax.vmap(st, in_axes=(0, d_axes))
+        adv = jax.vmap(adv, in_axes=(0, d_axes, None))
+        terms = jax.vmap(lambda x, d, f=terms: f(x, d), in_axes=(0, d_axes))
+    return Programs(jax.jit(prep), jax.jit(st), jax.jit(adv), jax.jit(terms))
