@@ -134,15 +134,16 @@ def _run_stage(
             break
     x = carry.best_x
     t1 = {k: np.asarray(v) for k, v in p.terms(x, data).items()}
-    bad = ~np.isfinite(np.asarray(carry.state.value if hasattr(carry.state, "value") else 0.0))
-    if np.any(bad) or not np.all(finite):
+    value = np.asarray(carry.state.value)
+    ok = np.isfinite(value) & finite
+    if not np.all(ok):
         warnings.warn(
             f"{name}: the objective became non-finite; returning the best finite iterate "
             "(lower the loss weights or use init='poisson')",
             NonFiniteWarning,
             stacklevel=3,
         )
-    return composite(x, target, mask), done, t0, t1
+    return composite(x, target, mask), done, t0, t1, ok
 
 
 def run_stages(
@@ -159,8 +160,9 @@ def run_stages(
 ) -> dict:
     """Run stage 1 (and stage 2) on canvas arrays; one job or a stack of jobs.
 
-    Returns a dict with ``image``, ``stage1`` (float arrays), ``losses``, ``evaluations``
-    and ``seconds``.
+    Returns a dict with ``image``, ``stage1`` (float arrays), ``losses``, ``evaluations``,
+    ``seconds`` and ``finite`` (False where a job's objective became non-finite and the
+    best finite iterate was kept); per job along the leading axis when ``batched``.
     """
     spec = vgg_spec(vgg, config.precision)
     target = jnp.asarray(target, jnp.float32)
@@ -170,18 +172,21 @@ def run_stages(
     out: dict[str, Any] = {"losses": {}, "evaluations": {}, "seconds": {}}
     t = time.perf_counter()
     x0 = initial_image(config.init, target, source, mask, seed)
-    img, n, l0, l1 = _run_stage(
-        "stage1", config.stage1, config, spec, vgg.params, x0, target, mask, source, source,
+    # The content reference is the naive paste: the object as it is, in the scene.
+    naive = composite(source, target, mask)
+    img, n, l0, l1, ok = _run_stage(
+        "stage1", config.stage1, config, spec, vgg.params, x0, target, mask, source, naive,
         masked=True, batched=batched, progress=progress, frames=frames,
     )  # fmt: skip
     img.block_until_ready()
     out["seconds"]["stage1"] = time.perf_counter() - t
     out["stage1"] = img
+    out["finite"] = ok
     out["evaluations"]["stage1"] = n
     out["losses"]["stage1"] = {k: (l0[k], l1[k]) for k in TERMS}
     if config.stage2_enabled:
         t = time.perf_counter()
-        img2, n, l0, l1 = _run_stage(
+        img2, n, l0, l1, ok2 = _run_stage(
             "stage2", config.stage2, config, spec, vgg.params, img, target, mask, source, img,
             masked=False, batched=batched, progress=progress, frames=frames,
         )  # fmt: skip
@@ -190,6 +195,7 @@ def run_stages(
         out["evaluations"]["stage2"] = n
         out["losses"]["stage2"] = {k: (l0[k], l1[k]) for k in TERMS}
         img = img2
+        out["finite"] = ok & ok2
     out["image"] = img
     return out
 

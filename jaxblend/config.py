@@ -36,6 +36,8 @@ class StageConfig:
     Attributes:
       grad, content, style, hist, tv: weights of the gradient (Eq. 6), content (Eq. 7/9),
         style (Eq. 8/10), histogram (Eq. 11) and total-variation (Eq. 12) terms.
+      range: weight of a penalty on values outside [0, 255] (not in the paper; it keeps
+        the optimum representable in 8 bits, see :func:`jaxblend.losses.range_loss`).
       steps: budget in objective evaluations (one evaluation = one value and gradient of
         the whole objective, as the authors' ``num_steps`` counts closure calls).
       content_layers, style_layers, hist_layers: ``((layer, weight), ...)``.
@@ -48,6 +50,7 @@ class StageConfig:
     style: float = 0.0
     hist: float = 0.0
     tv: float = 0.0
+    range: float = 0.0
     steps: int = 100
     content_layers: LayerWeights = CONTENT_LAYERS
     style_layers: LayerWeights = STYLE_LAYERS

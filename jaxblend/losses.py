@@ -252,3 +252,14 @@ def tv_loss(image: ArrayLike) -> jax.Array:
     """Total variation (Eq. 12): ``Σ |I_{m+1,n} − I_{m,n}| + |I_{m,n+1} − I_{m,n}|``."""
     x = jnp.asarray(image)
     return jnp.sum(jnp.abs(x[1:] - x[:-1])) + jnp.sum(jnp.abs(x[:, 1:] - x[:, :-1]))
+
+
+def range_loss(image: ArrayLike, low: float = 0.0, high: float = 255.0) -> jax.Array:
+    """Out-of-range penalty ``mean(relu(low − I)² + relu(I − high)²)``.
+
+    Not in the paper: the result is saved as 8-bit, so values outside ``[0, 255]`` are
+    clipped, which breaks the seams the gradient loss made (Poisson solutions overshoot).
+    This smooth penalty keeps the optimum inside the range, so clipping changes nothing.
+    """
+    x = jnp.asarray(image)
+    return jnp.mean(jax.nn.relu(low - x) ** 2 + jax.nn.relu(x - high) ** 2)

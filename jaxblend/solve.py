@@ -31,7 +31,7 @@ from jaxblend.config import StageConfig
 from jaxblend.optim import make_solver
 from jaxblend.vgg import features as vgg_features
 
-TERMS = ("grad", "content", "style", "hist", "tv")
+TERMS = ("grad", "content", "style", "hist", "tv", "range")
 
 
 class VGGSpec(NamedTuple):
@@ -136,6 +136,8 @@ def loss_terms(
         )
     if cfg.tv:
         out["tv"] = cfg.tv * losses.tv_loss(blend)
+    if cfg.range:
+        out["range"] = cfg.range * losses.range_loss(blend)
     return out
 
 
@@ -231,7 +233,7 @@ def programs(
     terms = functools.partial(loss_terms, cfg, spec, masked=masked)
     if batched:
         d_axes = StageData(None, 0, 0, 0, 0, 0, 0)
-        prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0))
+        prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, None))
         terms = jax.vmap(lambda x, d, f=terms: f(x, d), in_axes=(0, d_axes))

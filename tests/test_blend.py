@@ -1,0 +1,202 @@
+"""The two-stage deep blend on tiny canvases: invariants, batching, caching, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxblend
+from jaxblend import BlendConfig, StageConfig
+from jaxblend.blend import NonFiniteWarning, run_stages
+from jaxblend.errors import InputError
+from jaxblend.io import place
+
+SHALLOW = (("relu1_2", 1.0), ("relu2_2", 1.0))
+# Tiny stages reading only VGG blocks 1–2 keep compilation short; every term is active.
+TINY = BlendConfig(
+    stage1=StageConfig(grad=1.0, content=1e-3, style=3e-4, hist=1e-4, tv=1e-6, steps=6,
+                       style_layers=SHALLOW, hist_layers=(("relu2_2", 1.0),)),
+    stage2=StageConfig(content=1e-3, style=1e-1, hist=1e-4, tv=1e-6, steps=6,
+                       style_layers=SHALLOW, hist_layers=(("relu2_2", 1.0),)),
+    canvas=32, source_size=18, init="paste",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return jaxblend.load_vgg()
+
+
+@pytest.fixture(scope="module")
+def job(case1):
+    return place(
+        case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+        center=(13, 15), canvas=32, source_size=18,
+    )  # fmt: skip
+
+
+def test_blend_keeps_target_outside_mask_and_is_deterministic(case1, vgg, job):
+    cfg = TINY.replace(init="noise", seed=3)
+    a = jaxblend.blend(case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+                       center=(13, 15), config=cfg, vgg=vgg)  # fmt: skip
+    b = jaxblend.blend(case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+                       center=(13, 15), config=cfg, vgg=vgg)  # fmt: skip
+    assert a.image.shape == (32, 32, 3) and a.image.dtype == np.uint8
+    outside = job.mask == 0
+    np.testing.assert_array_equal(a.image[outside], job.target.astype(np.uint8)[outside])
+    np.testing.assert_array_equal(a.stage1[outside], job.target.astype(np.uint8)[outside])
+    np.testing.assert_array_equal(a.image, b.image)
+    assert 6 <= a.evaluations["stage1"] <= 6 + 25  # budget, plus at most one line search
+    # The solve lowered the objective of both stages.
+    for stage in ("stage1", "stage2"):
+        start = sum(v[0] for v in a.losses[stage].values())
+        end = sum(v[1] for v in a.losses[stage].values())
+        assert end < start
+
+
+def test_init_modes_differ_and_seed_matters(vgg, job):
+    cfg = TINY.replace(stage2_enabled=False, init="noise")
+    r0 = run_stages(cfg, vgg, job.target, job.source, job.mask, seed=0)
+    r1 = run_stages(cfg, vgg, job.target, job.source, job.mask, seed=1)
+    assert not np.array_equal(np.asarray(r0["image"]), np.asarray(r1["image"]))
+
+
+def test_vmap_over_two_jobs_equals_two_single_runs(vgg, job, case1):
+    job2 = place(case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+                 center=(17, 16), canvas=32, source_size=18)  # fmt: skip
+    cfg = TINY
+    singles = [run_stages(cfg, vgg, j.target, j.source, j.mask) for j in (job, job2)]
+    stack = run_stages(
+        cfg, vgg,
+        np.stack([job.target, job2.target]), np.stack([job.source, job2.source]),
+        np.stack([job.mask, job2.mask]), seed=np.array([cfg.seed, cfg.seed]), batched=True,
+    )  # fmt: skip
+    for i, s in enumerate(singles):
+        np.testing.assert_allclose(
+            np.asarray(stack["image"][i]), np.asarray(s["image"]), rtol=1e-3, atol=0.05
+        )
+
+
+def test_second_blend_of_same_shapes_does_not_recompile(vgg, job):
+    cfg = TINY.replace(stage2_enabled=False)
+    run_stages(cfg, vgg, job.target, job.source, job.mask)
+    with jax.log_compiles(True):
+        import logging
+
+        records: list[str] = []
+
+        class H(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+
+        h = H()
+        logging.getLogger("jax").addHandler(h)
+        try:
+            run_stages(cfg, vgg, job.target + 1.0, job.source, job.mask)
+        finally:
+            logging.getLogger("jax").removeHandler(h)
+    compiled = [r for r in records if "Compiling" in r and "jit(" in r]
+    big = [r for r in compiled if any(k in r for k in ("prepare", "start", "advance", "terms"))]
+    assert big == [], big
+
+
+def test_optax_solver_runs_and_lowers_loss(vgg, job):
+    cfg = TINY.replace(solver="optax", stage2_enabled=False)
+    r = run_stages(cfg, vgg, job.target, job.source, job.mask)
+    start = sum(float(v[0]) for v in r["losses"]["stage1"].values())
+    end = sum(float(v[1]) for v in r["losses"]["stage1"].values())
+    assert end < start
+
+
+def test_non_finite_solve_warns_and_keeps_best_finite_iterate(vgg, job):
+    bad = StageConfig(style=float("inf"), steps=4, style_layers=SHALLOW)
+    cfg = TINY.replace(stage2=bad)
+    with pytest.warns(NonFiniteWarning, match="non-finite"):
+        r = run_stages(cfg, vgg, job.target, job.source, job.mask)
+    img = np.asarray(r["image"])
+    assert np.all(np.isfinite(img))
+    np.testing.assert_array_equal(img, np.asarray(r["stage1"]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"source": "missing.png"}, "not found"),
+        ({"mask": np.zeros((18, 18), np.uint8)}, "all zero"),
+        ({"mask": np.ones((10, 12), np.uint8)}, "same size"),
+        ({"center": (2, 2)}, "outside"),
+        ({"target": np.zeros((8, 8, 3), np.uint8), "mask": np.ones((18, 18))}, "whole canvas"),
+    ],
+)
+def test_bad_input_one_line_error(kwargs, match, case1, tmp_path):
+    args = {
+        "source": np.full((18, 18, 3), 200, np.uint8),
+        "target": np.full((32, 32, 3), 50, np.uint8),
+        "mask": np.ones((18, 18), np.uint8),
+        "center": (16, 16),
+    }
+    args.update(kwargs)
+    if args["target"].shape[0] == 8:  # whole-canvas mask: a canvas no larger than the object
+        args["source"] = np.full((8, 8, 3), 200, np.uint8)
+        args["mask"] = np.ones((8, 8), np.uint8)
+        args["center"] = (4, 4)
+    with pytest.raises(InputError, match=match) as e:
+        place(args["source"], args["target"], args["mask"], center=args["center"],
+              canvas=None)  # fmt: skip
+    assert "\n" not in str(e.value)
+
+
+def test_unreadable_image_is_one_line_error(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(InputError, match="not a readable image"):
+        place(bad, bad, bad)
+
+
+def _run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxblend", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_bad_inputs_exit_2_without_traceback(tmp_path, case1):
+    zero = tmp_path / "zero.png"
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(zero)
+    src = tmp_path / "src.png"
+    Image.fromarray(np.full((20, 20, 3), 9, np.uint8)).save(src)
+    cases = [
+        ["--source", str(tmp_path / "nope.png"), "--mask", str(zero), "--target", str(src)],
+        ["--source", str(src), "--mask", str(zero), "--target", str(case1 / "target.png")],
+        ["--source", str(src), "--mask", str(case1 / "mask.png"), "--target",
+         str(case1 / "target.png")],
+    ]  # fmt: skip
+    for c in cases:
+        p = _run_cli("blend", *c, "--canvas", "32", "-o", str(tmp_path / "o.png"))
+        assert p.returncode == 2, p.stderr
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("jaxblend: error:"), p.stderr
+        assert "Traceback" not in p.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_blend_writes_output(tmp_path, case1):
+    out = tmp_path / "out.png"
+    s1 = tmp_path / "s1.png"
+    p = _run_cli(
+        "blend", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+        "--target", str(case1 / "target.png"), "--center", "13,15", "--canvas", "32",
+        "--source-size", "18", "--steps", "3", "2", "--init", "paste", "--stage1-out", str(s1),
+        "--frames", str(tmp_path / "frames"), "-o", str(out),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    with warnings.catch_warnings():
+        im = np.asarray(Image.open(out))
+    assert im.shape == (32, 32, 3)
+    assert s1.exists() and any((tmp_path / "frames").iterdir())
+    assert "stage1" in p.stderr  # the progress bar

@@ -1,0 +1,105 @@
+"""The real entry points: console script, packaging, weights commands, Poisson command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxblend", *args],
+        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def test_non_editable_install_finds_shipped_weights_and_examples(tmp_path):
+    """A plain (non-editable) `pip install .` carries the weights and the example."""
+    target = tmp_path / "site"
+    p = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    code = (
+        "import jaxblend, jaxblend.vgg as v, jaxblend.io as io;"
+        "m = v.load_vgg('vgg16');"
+        "assert 'site' in str(m.path), m.path;"
+        "assert (io.EXAMPLES_DIR / 'case1' / 'source.png').exists();"
+        "print(m.arch, m.preprocessing, sorted(m.params['params'])[-1])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    q = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert q.returncode == 0, q.stderr[-2000:]
+    assert q.stdout.split() == ["vgg16", "caffe", "conv4_3"]
+
+
+def test_weights_convert_cli_and_bad_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "features.0.weight": torch.randn(64, 3, 3, 3, generator=g),
+        "features.0.bias": torch.randn(64, generator=g),
+        "features.2.weight": torch.randn(64, 64, 3, 3, generator=g),
+        "features.2.bias": torch.randn(64, generator=g),
+    }
+    src = tmp_path / "tiny.pth"
+    torch.save(sd, src)
+    out = tmp_path / "tiny.safetensors"
+    p = run("weights", "convert", str(src), "--arch", "vgg19", "--upto", "conv1_2", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    from jaxblend.weights import load_weights
+
+    params, meta = load_weights(out)
+    np.testing.assert_allclose(
+        params["params"]["conv1_2"]["kernel"], sd["features.2.weight"].numpy().transpose(2, 3, 1, 0)
+    )
+    assert meta["arch"] == "vgg19" and meta["preprocessing"] == "torch"
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"definitely not a checkpoint")
+    p = run("weights", "convert", str(junk), "--arch", "vgg16", "-o", str(tmp_path / "x.st"))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "junk.pth" in lines[0] and "Traceback" not in p.stderr
+
+
+def test_missing_vgg19_says_how_to_get_it(tmp_path):
+    env = {**os.environ, "JAXBLEND_CACHE": str(tmp_path)}
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(img)
+    m = tmp_path / "m.png"
+    Image.fromarray(np.pad(np.full((4, 4), 255, np.uint8), 6)).save(m)
+    p = run("blend", "--source", str(img), "--mask", str(m), "--target", str(img),
+            "--canvas", "16", "--vgg", "vgg19", "-o", str(tmp_path / "o.png"), env=env)  # fmt: skip
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "jaxblend weights fetch vgg19" in lines[0]
+
+
+def test_poisson_cli(tmp_path, case1):
+    out = tmp_path / "p.png"
+    p = run(
+        "poisson", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+        "--target", str(case1 / "target.png"), "--center", "30,34", "--canvas", "64",
+        "--source-size", "36", "--mode", "mixed", "-o", str(out),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert np.asarray(Image.open(out)).shape == (64, 64, 3)
+    p = run(
+        "poisson", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+        "--target", str(case1 / "target.png"), "--center", "3,3", "--canvas", "64",
+        "--source-size", "36", "-o", str(tmp_path / "q.png"),
+    )  # fmt: skip
+    assert p.returncode == 2 and "outside" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "q.png").exists()
