@@ -75,12 +75,16 @@ def main(argv=None) -> int:
             f"{q['content_gap']:.3f}",
             flush=True,
         )
+    from jaxblend.io import save_image
+
+    save_image(r.stage1, Path(f"/tmp/calibrate-stage1-{a.canvas}.png"))
     final = scorer(r.image)
     print("final", json.dumps(final), "evaluations", r.evaluations, "seconds", r.seconds)
     out = Path(__file__).parent / "results" / "calibrate.jsonl"
     with out.open("a") as f:
-        f.write(json.dumps({"config": repr(cfg), "rows": rows, "final": final,
-                            "evaluations": r.evaluations, "seconds": r.seconds}) + "\n")  # fmt: skip
+        rec = {"config": repr(cfg), "rows": rows, "final": final}
+        rec.update(evaluations=r.evaluations, seconds=r.seconds)
+        f.write(json.dumps(rec) + "\n")
     return 0
 
 

@@ -11,6 +11,7 @@ The public surface:
 """
 
 from jaxblend import losses as losses
+from jaxblend.batch import blend_batch as blend_batch
 from jaxblend.blend import BlendResult as BlendResult
 from jaxblend.blend import blend as blend
 from jaxblend.blend import blend_job as blend_job
@@ -20,6 +21,7 @@ from jaxblend.errors import InputError as InputError
 from jaxblend.errors import JaxblendError as JaxblendError
 from jaxblend.errors import WeightError as WeightError
 from jaxblend.io import place as place
+from jaxblend.poisson import poisson_blend as poisson_blend
 from jaxblend.vgg import load_vgg as load_vgg
 
 __version__ = "0.1.0"
@@ -32,7 +34,9 @@ __all__ = [
     "StageConfig",
     "WeightError",
     "blend",
+    "blend_batch",
     "blend_job",
+    "poisson_blend",
     "load_vgg",
     "losses",
     "place",

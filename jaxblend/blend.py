@@ -8,6 +8,7 @@ axis), which is how :mod:`jaxblend.batch` uses it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import numpy as np
 
 from jaxblend.config import BlendConfig, StageConfig
 from jaxblend.io import ImageLike, Job, Placement, place, to_uint8
-from jaxblend.solve import TERMS, VGGSpec, composite, evaluations, programs
+from jaxblend.solve import TERMS, VGGSpec, composite, evaluations, programs, stopped
 
 Progress = Callable[[dict], None]
 
@@ -80,9 +81,7 @@ def initial_image(
         shape = target.shape[-3:]
 
         def one(s):
-            return jnp.clip(
-                128.0 + 64.0 * jax.random.normal(jax.random.PRNGKey(s), shape), 0, 255
-            )
+            return jnp.clip(128.0 + 64.0 * jax.random.normal(jax.random.PRNGKey(s), shape), 0, 255)
 
         x = jax.vmap(one)(seeds)
         return x if target.ndim == 4 else x[0]
@@ -111,12 +110,16 @@ def _run_stage(
     carry = p.start(x0, data)
     t0 = {k: np.asarray(v) for k, v in p.terms(x0, data).items()}
     budget = int(cfg.steps)
-    done = np.asarray(evaluations(config.solver, carry))
+    done = np.atleast_1d(np.asarray(evaluations(config.solver, carry)))
+    active = np.ones_like(done, bool)
     while True:
-        until = jnp.int32(min(int(done.min()) + config.chunk, budget))
+        # Each call runs until the least advanced job still going has spent `chunk` more
+        # evaluations; finished jobs of a stack stay frozen inside the compiled loop.
+        until = jnp.int32(min(int(done[active].min()) + config.chunk, budget))
         carry = p.advance(carry, data, until)
-        now = np.asarray(evaluations(config.solver, carry))
-        finite = np.isfinite(np.asarray(carry.best_value))
+        now = np.atleast_1d(np.asarray(evaluations(config.solver, carry)))
+        finite = np.atleast_1d(np.isfinite(np.asarray(carry.best_value)))
+        halted = np.atleast_1d(np.asarray(stopped(config.solver, carry)))
         if progress is not None:
             progress(
                 {
@@ -128,14 +131,13 @@ def _run_stage(
             )
         if frames is not None:
             frames.append(to_uint8(composite(carry.best_x, target, mask)))
-        stalled = np.array_equal(now, done)
+        active = (now < budget) & finite & ~halted & (now > done)
         done = now
-        if stalled or int(done.min()) >= budget:
+        if not active.any():
             break
     x = carry.best_x
     t1 = {k: np.asarray(v) for k, v in p.terms(x, data).items()}
-    value = np.asarray(carry.state.value)
-    ok = np.isfinite(value) & finite
+    ok = np.isfinite(np.asarray(carry.state.value)) & finite
     if not np.all(ok):
         warnings.warn(
             f"{name}: the objective became non-finite; returning the best finite iterate "
@@ -143,6 +145,8 @@ def _run_stage(
             NonFiniteWarning,
             stacklevel=3,
         )
+    if not batched:
+        done, ok = done[0], ok[0]
     return composite(x, target, mask), done, t0, t1, ok
 
 
@@ -174,15 +178,35 @@ def run_stages(
     x0 = initial_image(config.init, target, source, mask, seed)
     # The content reference is the naive paste: the object as it is, in the scene.
     naive = composite(source, target, mask)
+    n_coarse = 0
+    cfg1 = config.stage1
+    if len(config.scales) > 1:
+        # Coarse to fine: solve on smaller canvases first, each result (upsampled) the
+        # next scale's start. The stage's budget is shared equally between the scales.
+        share = max(1, cfg1.steps // len(config.scales))
+        cfg_c = dataclasses.replace(cfg1, steps=share)
+        rest = cfg1.steps - share * (len(config.scales) - 1)
+        cfg1 = dataclasses.replace(cfg1, steps=max(1, rest))
+        hw = target.shape[-3:-1]
+        for s in config.scales[:-1]:
+            small = (max(8, round(hw[0] * s)), max(8, round(hw[1] * s)))
+            t_s, s_s, n_s, x_s = (_resize(a, small) for a in (target, source, naive, x0))
+            m_s = (_resize(mask[..., None], small)[..., 0] > 0.5).astype(jnp.float32)
+            x_s, n, _, _, _ = _run_stage(
+                "stage1", cfg_c, config, spec, vgg.params, x_s, t_s, m_s, s_s, n_s,
+                masked=True, batched=batched, progress=progress, frames=None,
+            )  # fmt: skip
+            n_coarse = n_coarse + n
+            x0 = _resize(x_s, hw)
     img, n, l0, l1, ok = _run_stage(
-        "stage1", config.stage1, config, spec, vgg.params, x0, target, mask, source, naive,
+        "stage1", cfg1, config, spec, vgg.params, x0, target, mask, source, naive,
         masked=True, batched=batched, progress=progress, frames=frames,
     )  # fmt: skip
     img.block_until_ready()
     out["seconds"]["stage1"] = time.perf_counter() - t
     out["stage1"] = img
     out["finite"] = ok
-    out["evaluations"]["stage1"] = n
+    out["evaluations"]["stage1"] = n + n_coarse
     out["losses"]["stage1"] = {k: (l0[k], l1[k]) for k in TERMS}
     if config.stage2_enabled:
         t = time.perf_counter()
@@ -198,6 +222,12 @@ def run_stages(
         out["finite"] = ok & ok2
     out["image"] = img
     return out
+
+
+def _resize(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
+    """Bicubic resize of ``... x H x W x C`` to ``hw``."""
+    shape = (*image.shape[:-3], *hw, image.shape[-1])
+    return jax.image.resize(image, shape, "cubic")
 
 
 def _scalar_losses(losses: dict, i: int | None = None) -> dict:
@@ -262,9 +292,7 @@ def blend_job(
     config = BlendConfig() if config is None else config
     vgg = load_vgg() if vgg is None else vgg
     fr: list | None = [] if frames else None
-    out = run_stages(
-        config, vgg, job.target, job.source, job.mask, progress=progress, frames=fr
-    )
+    out = run_stages(config, vgg, job.target, job.source, job.mask, progress=progress, frames=fr)
     img = np.asarray(out["image"])
     return BlendResult(
         image=to_uint8(img),

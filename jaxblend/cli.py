@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=_positive, nargs="+", default=None, metavar="N",
                    help="objective evaluations for stage 1 [and stage 2]")  # fmt: skip
     b.add_argument("--init", choices=("noise", "paste", "poisson"), default=None)
-    b.add_argument("--solver", choices=("jaxopt", "optax"), default=None)
+    b.add_argument("--solver", choices=("lbfgs", "jaxopt", "optax"), default=None)
     b.add_argument("--no-stage2", action="store_true", help="stop after seamless blending")
     b.add_argument("--stage1-out", default=None, help="also write the stage-1 image here")
     b.add_argument("--frames", default=None, help="write optimisation frames to this folder")
@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--batch-size", default=None, help="jobs per stack: N or auto")
     bt.add_argument("--config", default=None, help="JSON file of BlendConfig settings")
     bt.add_argument("--quiet", action="store_true")
+    bt.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host; configured by environment)",
+    )
     return ap
 
 
@@ -239,6 +244,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from jaxblend.batch import run_manifest
 
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
     return run_manifest(
         args.manifest, args.out_dir, batch_size=args.batch_size, config_path=args.config,
         quiet=args.quiet,

@@ -24,7 +24,7 @@ CONTENT_LAYERS: LayerWeights = (("relu2_2", 1.0),)
 HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 
 INITS = ("noise", "paste", "poisson")
-SOLVERS = ("jaxopt", "optax")
+SOLVERS = ("jaxopt", "optax", "lbfgs")
 OPERATORS = ("laplacian", "gradient")
 PRECISIONS = ("float32", "bfloat16")
 
@@ -88,7 +88,11 @@ class BlendConfig:
       source_size: long side of the resized source and mask; ``None`` keeps their size.
       init: start of stage 1: ``"noise"`` (the paper), ``"paste"`` (source pasted) or
         ``"poisson"`` (classical Poisson blend).
-      solver: ``"jaxopt"`` (``jaxopt.LBFGS``) or ``"optax"`` (``optax.lbfgs``).
+      solver: ``"lbfgs"`` (ours, :mod:`jaxblend.optim`: one objective evaluation per loop
+        step, so ``vmap``-ped stacks cost what one batched pass costs), ``"jaxopt"``
+        (``jaxopt.LBFGS``, zoom line search) or ``"optax"`` (``optax.lbfgs``). The zoom
+        searches nest ``lax.cond`` around evaluations, which ``vmap`` turns into
+        evaluating every branch: fine for one job, many times slower for a stack.
       stage2_enabled: run the style-refinement stage.
       seed: seed of the noise initialisation.
       precision: ``"float32"`` or ``"bfloat16"`` VGG convolutions.
@@ -101,7 +105,7 @@ class BlendConfig:
     canvas: int | None = 512
     source_size: int | None = None
     init: str = "poisson"
-    solver: str = "jaxopt"
+    solver: str = "lbfgs"
     stage2_enabled: bool = True
     seed: int = 0
     precision: str = "float32"

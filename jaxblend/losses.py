@@ -50,13 +50,7 @@ def laplacian(image: ArrayLike) -> jax.Array:
     constant image has zero Laplacian everywhere.
     """
     x = jnp.asarray(image)
-    return (
-        4 * x
-        - _shift(x, 0, 1)
-        - _shift(x, 0, -1)
-        - _shift(x, 1, 1)
-        - _shift(x, 1, -1)
-    )
+    return 4 * x - _shift(x, 0, 1) - _shift(x, 0, -1) - _shift(x, 1, 1) - _shift(x, 1, -1)
 
 
 def forward_differences(image: ArrayLike) -> jax.Array:
@@ -117,9 +111,7 @@ def guidance(
     )
 
 
-def gradient_loss(
-    blend: ArrayLike, guide: ArrayLike, *, operator: str = "laplacian"
-) -> jax.Array:
+def gradient_loss(blend: ArrayLike, guide: ArrayLike, *, operator: str = "laplacian") -> jax.Array:
     """Poisson gradient loss (Eq. 6): ``mean((D(I_B) − guide)²)``.
 
     Args:

@@ -28,9 +28,10 @@ class Solver(NamedTuple):
     step: Callable[[jax.Array, Any, Any], tuple[jax.Array, Any]]
     evaluations: Callable[[Any], jax.Array]
     value: Callable[[Any], jax.Array]
+    stopped: Callable[[Any], jax.Array] = lambda s: jnp.bool_(False)
 
 
-def _jaxopt(fun: Objective, history: int) -> Solver:
+def _jaxopt(fun: Objective, history: int, linesearch: str = "zoom") -> Solver:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import jaxopt
@@ -41,7 +42,7 @@ def _jaxopt(fun: Objective, history: int) -> Solver:
         maxiter=1 << 30,
         tol=0.0,
         history_size=history,
-        linesearch="zoom",
+        linesearch=linesearch,
         maxls=20,
         max_stepsize=1e3,
         implicit_diff=False,
@@ -98,10 +99,112 @@ def _optax(fun: Objective, history: int) -> Solver:
     return Solver(init, step, lambda s: s.evals, lambda s: s.value)
 
 
+class _LbfgsState(NamedTuple):
+    value: jax.Array
+    grad: jax.Array
+    s: jax.Array  # m x n: steps
+    y: jax.Array  # m x n: gradient changes
+    rho: jax.Array  # m: 1 / (s·y), 0 for an empty slot
+    head: jax.Array  # next slot to write
+    gamma: jax.Array  # initial inverse-Hessian scale s·y / y·y
+    evals: jax.Array
+    failed: jax.Array
+
+
+def _lbfgs(fun: Objective, history: int, *, c1: float = 1e-4, max_trials: int = 20) -> Solver:
+    """L-BFGS written for ``vmap``: every loop body is exactly one objective evaluation.
+
+    Two-loop recursion over a circular memory (empty slots have ``rho = 0`` and drop
+    out), then a backtracking line search on the Armijo condition starting from the unit
+    step (halving). A pair is stored only when ``s·y > 0``, which keeps the inverse-Hessian
+    estimate positive definite without a Wolfe search. jaxopt's and optax's zoom searches
+    nest ``lax.cond`` around objective evaluations; under ``vmap`` a ``cond`` evaluates
+    both branches, which makes stacked jobs many times slower than single ones. Here a
+    stack of jobs costs what its slowest job's line search costs, one batched VGG pass per
+    trial.
+    """
+    vg = jax.value_and_grad(fun)
+
+    def init(x, data):
+        v, g = vg(x, data)
+        n = x.size
+        z = jnp.zeros((history, n), x.dtype)
+        return _LbfgsState(
+            v, g, z, z, jnp.zeros((history,), x.dtype), jnp.int32(0),
+            jnp.asarray(1.0, x.dtype), jnp.int32(1), jnp.bool_(False),
+        )  # fmt: skip
+
+    def direction(st: _LbfgsState) -> jax.Array:
+        q = st.grad.reshape(-1)
+        order = (st.head - 1 - jnp.arange(history)) % history  # newest first
+
+        def first(i, carry):
+            q, alpha = carry
+            j = order[i]
+            a = st.rho[j] * jnp.dot(st.s[j], q)
+            return q - a * st.y[j], alpha.at[j].set(a)
+
+        q, alpha = jax.lax.fori_loop(0, history, first, (q, jnp.zeros((history,), q.dtype)))
+        r = st.gamma * q
+
+        def second(i, r):
+            j = order[history - 1 - i]
+            b = st.rho[j] * jnp.dot(st.y[j], r)
+            return r + st.s[j] * (alpha[j] - b)
+
+        r = jax.lax.fori_loop(0, history, second, r)
+        return -r.reshape(st.grad.shape)
+
+    def step(x, st: _LbfgsState, data):
+        d = direction(st)
+        gd = jnp.vdot(st.grad, d)
+        # The very first step: at most one grey level per pixel.
+        t0 = jnp.where(st.evals <= 1, 1.0 / jnp.maximum(jnp.max(jnp.abs(d)), 1e-12), 1.0)
+        descent = gd < 0
+        d = jnp.where(descent, d, -st.grad)
+        gd = jnp.where(descent, gd, -jnp.vdot(st.grad, st.grad))
+
+        def cond(c):
+            t, v, g, n, ok = c
+            return (~ok) & (n < max_trials)
+
+        def body(c):
+            t, _, _, n, _ = c
+            t = jnp.where(n == 0, t, 0.5 * t)
+            v, g = vg(x + t * d, data)
+            ok = jnp.isfinite(v) & (v <= st.value + c1 * t * gd)
+            return t, v, g, n + 1, ok
+
+        t, v, g, n, ok = jax.lax.while_loop(
+            cond, body, (t0.astype(x.dtype), st.value, st.grad, jnp.int32(0), jnp.bool_(False))
+        )
+        s = (t * d).reshape(-1)
+        y = (g - st.grad).reshape(-1)
+        sy = jnp.dot(s, y)
+        keep = ok & (sy > 1e-10 * jnp.dot(y, y))
+        j = st.head
+        new = _LbfgsState(
+            value=jnp.where(ok, v, st.value),
+            grad=jnp.where(ok, g, st.grad),
+            s=jnp.where(keep, st.s.at[j].set(s), st.s),
+            y=jnp.where(keep, st.y.at[j].set(y), st.y),
+            rho=jnp.where(keep, st.rho.at[j].set(1.0 / jnp.where(keep, sy, 1.0)), st.rho),
+            head=jnp.where(keep, (j + 1) % history, j),
+            gamma=jnp.where(keep, sy / jnp.dot(y, y), st.gamma),
+            evals=st.evals + n,
+            failed=~ok,
+        )
+        return jnp.where(ok, x + t * d, x), new
+
+    return Solver(init, step, lambda s: s.evals, lambda s: s.value, lambda s: s.failed)
+
+
 def make_solver(kind: str, fun: Objective, *, history: int = 10) -> Solver:
-    """L-BFGS over ``fun(x, data)``: ``kind`` is ``"jaxopt"`` or ``"optax"``."""
+    """L-BFGS over ``fun(x, data)``: ``kind`` is ``"jaxopt"``, ``"optax"`` or ``"lbfgs"``."""
     if kind == "jaxopt":
         return _jaxopt(fun, history)
     if kind == "optax":
         return _optax(fun, history)
-    raise ValueError(f"solver must be 'jaxopt' or 'optax', got {kind!r}")
+    if kind == "lbfgs":
+        return _lbfgs(fun, history)
+    raise ValueError(f"solver must be 'jaxopt', 'optax' or 'lbfgs', got {kind!r}")

@@ -23,10 +23,12 @@ Solver: conjugate gradients on the masked operator (unknowns = the mask pixels, 
 is symmetric positive definite as long as some canvas pixel lies outside the mask),
 preconditioned by one symmetric geometric-multigrid V-cycle (red-black Gauss-Seidel
 smoothing, bilinear cell-centred prolongation, restriction = its transpose, coarse masks
-= cells whose four children are all unknowns, dense solve on the coarsest grid). It stops
-on a relative residual, so the result is the exact discrete solution up to ``tol``; about
-10 iterations suffice for any mask. Everything runs in one ``lax.while_loop`` with static
-shapes, so :func:`poisson_solve` is jit-able and vmap-able over jobs of one canvas shape.
+= cells whose four children are all unknowns, dense solve on the coarsest grid), started
+from the pasted source shifted per channel by the mean target - source step across the
+mask's boundary. It stops on a relative residual, so the result is the exact discrete
+solution up to ``tol``; about 7-10 iterations suffice for any mask. Everything runs in
+one ``lax.while_loop`` with static shapes, so :func:`poisson_solve` is jit-able and
+vmap-able over jobs of one canvas shape.
 :func:`poisson_blend` crops the canvas to the mask's bounding box (plus a 1-pixel ring,
 rounded up to a multiple of 32 pixels to bound recompiles) before solving.
 
@@ -52,9 +54,9 @@ from jaxblend.errors import InputError
 Mode = Literal["normal", "mixed"]
 MODES: tuple[str, ...] = ("normal", "mixed")
 
-DEFAULT_TOL = 1e-5
+DEFAULT_TOL = 1e-4
 DEFAULT_MAXITER = 100
-_COARSEST = 16  # the V-cycle stops coarsening once both sides are at most this
+_COARSEST = 4  # the V-cycle stops coarsening once both sides are at most this
 _BUCKET = 32  # poisson_blend rounds the solve window up to a multiple of this
 
 
@@ -279,7 +281,11 @@ def _solve(
 
     # b = m * (div v + sum of target neighbours outside the mask); unknowns x = f on the mask.
     b = m * (_guidance_divergence(f, g, mode) + _neighbour_sum((1.0 - m) * f))
-    x0 = m * g  # the pasted source: the error left is smooth, which multigrid likes
+    # The pasted source, shifted per channel by the mean target - source step across the
+    # mask's boundary: the error left is a smooth membrane without its large constant part.
+    ring = (1.0 - m) * jnp.minimum(_neighbour_sum(m), 1.0)
+    shift = jnp.sum(ring * (f - g), axis=(-2, -1)) / jnp.maximum(jnp.sum(ring), 1.0)
+    x0 = m * (g + shift[:, None, None])
     r0 = b - _apply(fine, x0)
 
     def dot(a: jax.Array, c: jax.Array) -> jax.Array:
@@ -353,9 +359,10 @@ def poisson_solve(
         inputs raise :class:`InputError`, traced ones give an undefined result).
       mode: ``"normal"`` (source gradients) or ``"mixed"`` (per pair the larger of the
         source and target differences).
-      tol: relative residual at which CG stops. ``1e-5`` gives a maximum error near 1e-2
-        grey levels against a direct solve at 1024x1024.
-      maxiter: cap on CG iterations (about 10 are needed for any mask).
+      tol: relative residual at which CG stops. The default ``1e-4`` gives a maximum error
+        of about 0.15 grey level against an exact solve at 1024x1024 (7 iterations; the
+        requirement is 0.5); ``1e-5`` gives about 0.01 (9 iterations).
+      maxiter: cap on CG iterations (about 7-10 are needed for any mask).
 
     Returns:
       ``H x W x 3`` float32: the solution on the mask, the target (bit for bit) elsewhere.
@@ -459,6 +466,6 @@ def blend_job(
     out, _, _ = _solve_batched(
         job.target[rs, cs], job.source[rs, cs], job.mask[rs, cs], tol, mode, maxiter
     )
-    result = job.target.copy()
-    result[rs, cs] = np.asarray(out)
-    return np.clip(result, 0.0, 255.0)
+    result = np.clip(job.target, 0.0, 255.0)  # one pass: the copy and the clip together
+    result[rs, cs] = np.clip(np.asarray(out), 0.0, 255.0)
+    return result

@@ -187,7 +187,11 @@ def advance(
     solver = _solver(cfg, spec, masked, kind, history)
 
     def cond(c: Carry):
-        return (solver.evaluations(c.state) < until) & jnp.isfinite(solver.value(c.state))
+        return (
+            (solver.evaluations(c.state) < until)
+            & jnp.isfinite(solver.value(c.state))
+            & ~solver.stopped(c.state)
+        )
 
     def body(c: Carry):
         x, state = solver.step(c.x, c.state, data)
@@ -205,6 +209,11 @@ def evaluations(kind: str, carry: Carry) -> jax.Array:
     if kind == "jaxopt":
         return jnp.asarray(carry.state.num_fun_eval, jnp.int32)
     return carry.state.evals
+
+
+def stopped(kind: str, carry: Carry) -> jax.Array:
+    """Whether the solver gave up (a line search found no decrease)."""
+    return carry.state.failed if kind == "lbfgs" else jnp.zeros_like(carry.best_value, bool)
 
 
 class Programs(NamedTuple):

@@ -15,7 +15,9 @@ def np_laplacian(x):
     # scipy.ndimage.convolve with mode="nearest" = edge replication, the kernel of the
     # authors' code.
     k = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], np.float64)
-    return np.stack([ndimage.convolve(x[..., c], k, mode="nearest") for c in range(x.shape[-1])], -1)
+    return np.stack(
+        [ndimage.convolve(x[..., c], k, mode="nearest") for c in range(x.shape[-1])], -1
+    )
 
 
 def np_forward(x):
@@ -82,7 +84,9 @@ def test_guidance_mixed(rng):
                 ref[i, j] -= v[i, j, :, 1]
                 ref[i, j + 1] += v[i, j, :, 1]
     np.testing.assert_allclose(losses.guidance(s, t, m, mixed=True), ref, rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(losses.guidance(s, t, m, operator="gradient", mixed=True), v, atol=1e-4)
+    np.testing.assert_allclose(
+        losses.guidance(s, t, m, operator="gradient", mixed=True), v, atol=1e-4
+    )
 
 
 def test_content_loss_masked_and_unmasked(rng):
@@ -107,7 +111,9 @@ def test_gram_and_style_loss(rng):
     np.testing.assert_allclose(jax.jit(losses.gram)(f), g, rtol=1e-5, atol=1e-7)
     t = rng.normal(size=(6, 6))
     np.testing.assert_allclose(
-        losses.style_loss({"x": f}, {"x": t}, weights={"x": 3.0}), 3 * np.mean((g - t) ** 2), rtol=1e-5
+        losses.style_loss({"x": f}, {"x": t}, weights={"x": 3.0}),
+        3 * np.mean((g - t) ** 2),
+        rtol=1e-5,
     )
 
 
@@ -135,9 +141,9 @@ def test_histogram_match_resamples_quantiles(rng):
     np.testing.assert_allclose(got, ref.reshape(4, 4, 2), rtol=1e-5, atol=1e-6)
     # Matched values are held constant: the loss's gradient is 2γ(F − R)/n.
     r = np.asarray(got)
-    grad = jax.grad(
-        lambda x: losses.histogram_loss({"l": x}, {"l": ts}, weights={"l": 1.5})
-    )(jnp.asarray(f))
+    grad = jax.grad(lambda x: losses.histogram_loss({"l": x}, {"l": ts}, weights={"l": 1.5}))(
+        jnp.asarray(f)
+    )
     np.testing.assert_allclose(grad, 1.5 * 2 * (f - r) / f.size, rtol=1e-4, atol=1e-7)
 
 

@@ -238,8 +238,12 @@ def _opencv_case(mode):
 @pytest.mark.parametrize("mode", ["normal", "mixed"])
 def test_agrees_with_opencv_seamless_clone(mode):
     target, source, omega, cloned = _opencv_case(mode)
+    # This checks conventions, not the stopping rule: solve tightly (the default tol=1e-4
+    # leaves up to ~0.03 grey level here, which the 0.02 margins below do not cover).
     ours = np.asarray(
-        poisson_solve(target.astype(np.float32), source.astype(np.float32), omega, mode=mode)
+        poisson_solve(
+            target.astype(np.float32), source.astype(np.float32), omega, mode=mode, tol=1e-5
+        )
     )
     ours = np.clip(ours, 0, 255)
     diff = ours - cloned.astype(np.float32)

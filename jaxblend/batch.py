@@ -1,0 +1,694 @@
+"""High-throughput batch blending: stacked, ``vmap``-ped, sharded jobs and a resumable runner.
+
+:func:`blend_batch` lays every job out on its canvas (:func:`jaxblend.io.place`), groups
+jobs that share a canvas shape and an effective configuration (the seed excepted: seeds are
+per job, passed as an array) into buckets, splits each bucket into stacks of
+``batch_size`` jobs and solves every stack with :func:`jaxblend.blend.run_stages`
+(``batched=True``): one ``vmap``-ped compiled program per stage. A short final stack is
+padded with copies of its last job (dropped afterwards) so it reuses the compiled programs.
+
+Devices: the job axis of a stack is sharded over the local devices
+(``Mesh(devices, ("jobs",))``, ``NamedSharding(mesh, P("jobs"))``; VGG parameters
+replicated), and the stack size is rounded up to a multiple of the device count.
+
+Several hosts: call ``jax.distributed.initialize()`` in every process first (the user's
+script, or a launcher that sets it up before ``jaxblend batch``); :func:`run_manifest`
+then gives process ``p`` of ``n`` the jobs ``i`` with ``i % n == p`` (and each process
+shards its stacks over its own local devices). The processes may share ``out_dir``: each
+appends whole lines to ``results.jsonl`` with single ``O_APPEND`` writes.
+
+:func:`run_manifest` drives a manifest (JSON Lines or CSV) to a folder of PNGs plus
+``results.jsonl``, resumable after a kill at any moment.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxblend.blend import BlendResult, NonFiniteWarning, _scalar_losses, run_stages
+from jaxblend.config import BlendConfig, StageConfig
+from jaxblend.errors import InputError, JaxblendError
+from jaxblend.io import Job, place, save_image, to_uint8
+
+__all__ = ["blend_batch", "load_config", "read_manifest", "run_manifest"]
+
+AUTO_CAP = 64  # largest stack "auto" picks
+RESULTS = "results.jsonl"
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _field(job: Any, key: str, default: Any = None) -> Any:
+    if isinstance(job, dict):
+        return job.get(key, default)
+    return getattr(job, key, default)
+
+
+def _steps(value: Any) -> tuple[int, int] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if isinstance(value, (int, float)):
+        value = [value]
+    try:
+        vals = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise InputError(f"steps must be N or [N1, N2], got {value!r}") from None
+    if not 1 <= len(vals) <= 2 or min(vals) < 1:
+        raise InputError(f"steps must be N or [N1, N2] of positive integers, got {value!r}")
+    return vals[0], vals[-1]
+
+
+def job_config(config: BlendConfig, job: Any) -> BlendConfig:
+    """The effective configuration of one job: ``config`` with the job's overrides."""
+    changes: dict[str, Any] = {}
+    for key in ("canvas", "source_size"):
+        v = _field(job, key)
+        if v is not None and v != "":
+            changes[key] = int(v)
+    init = _field(job, "init")
+    if init:
+        changes["init"] = str(init)
+    steps = _steps(_field(job, "steps"))
+    if steps is not None:
+        changes["steps1"], changes["steps2"] = steps
+    return config.replace(**changes) if changes else config
+
+
+def _seed(config: BlendConfig, job: Any) -> int:
+    s = _field(job, "seed")
+    return config.seed if s is None or s == "" else int(s)
+
+
+def _layout(job: Any, cfg: BlendConfig) -> Job:
+    center = _field(job, "center")
+    try:
+        return place(
+            _field(job, "source"), _field(job, "target"), _field(job, "mask"), center=center,
+            canvas=cfg.canvas, source_size=cfg.source_size,
+        )  # fmt: skip
+    except JaxblendError:
+        raise
+    except (OSError, ValueError, TypeError) as e:  # anything else the inputs can cause
+        raise InputError(f"invalid job inputs ({e})") from None
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@functools.lru_cache(maxsize=8)
+def _mesh(devices: tuple) -> Mesh:
+    return Mesh(np.asarray(devices), ("jobs",))
+
+
+def _replicated_vgg(vgg: Any, devices: tuple) -> Any:
+    key = (id(vgg.params), devices)
+    hit = _REPLICATED.get(key)
+    if hit is None:
+        sharding = NamedSharding(_mesh(devices), P())
+        hit = vgg._replace(params=jax.device_put(vgg.params, sharding))
+        _REPLICATED.clear()  # keep one copy of the parameters per process
+        _REPLICATED[key] = hit
+    return hit
+
+
+_REPLICATED: dict = {}
+
+
+def _put_stack(arrays: Sequence[np.ndarray], devices: tuple) -> list[jax.Array]:
+    sharding = NamedSharding(_mesh(devices), P("jobs"))
+    return [jax.device_put(a, sharding) for a in arrays]
+
+
+def stack_size(batch_size: int | None, n_jobs: int, n_devices: int) -> int:
+    """Jobs per stack: ``batch_size`` (default: all ``n_jobs``, at most 8 per device)
+    rounded up to a multiple of the device count."""
+    b = min(n_jobs, 8 * n_devices) if batch_size is None else int(batch_size)
+    if b < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    return math.ceil(b / n_devices) * n_devices
+
+
+# --------------------------------------------------------------------------- solving
+
+
+@dataclasses.dataclass
+class _Prepared:
+    index: int
+    job: Job
+    config: BlendConfig  # seed normalised to 0: the bucket key with the canvas shape
+    seed: int
+
+
+def _prepare(jobs: Sequence[Any], config: BlendConfig) -> tuple[list, dict[int, Exception]]:
+    ready, failed = [], {}
+    for i, j in enumerate(jobs):
+        try:
+            cfg = job_config(config, j)
+            seed = _seed(config, j)
+            ready.append(_Prepared(i, _layout(j, cfg), cfg.replace(seed=0), seed))
+        except JaxblendError as e:
+            failed[i] = e
+        except (TypeError, ValueError) as e:
+            failed[i] = InputError(f"invalid job settings ({e})")
+    return ready, failed
+
+
+def _stacks(ready: list[_Prepared], size: int | None, n_dev: int) -> Iterator[tuple]:
+    buckets: dict[tuple, list[_Prepared]] = {}
+    for p in ready:
+        buckets.setdefault((p.config, p.job.target.shape), []).append(p)
+    for (cfg, _), members in buckets.items():
+        b = stack_size(size, len(members), n_dev)
+        for k in range(0, len(members), b):
+            part = members[k : k + b]
+            yield cfg, part, part + [part[-1]] * (b - len(part))
+
+
+def _solve_stack(cfg, vgg, part, padded, devices):
+    arrays = [np.stack([getattr(p.job, a) for p in padded]) for a in ("target", "source", "mask")]
+    seeds = np.asarray([p.seed for p in padded], np.uint32)
+    t, s, m, sd = _put_stack([*arrays, seeds], devices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteWarning)
+        out = run_stages(cfg, _replicated_vgg(vgg, devices), t, s, m, seed=sd, batched=True)
+    image = np.asarray(out["image"])
+    stage1 = np.asarray(out["stage1"])
+    finite = np.asarray(out["finite"])
+    evals = {k: np.asarray(v) for k, v in out["evaluations"].items()}
+    share = {k: v / len(part) for k, v in out["seconds"].items()}
+    results = []
+    for i, p in enumerate(part):
+        r = BlendResult(
+            image=to_uint8(image[i]),
+            stage1=to_uint8(stage1[i]),
+            losses=_scalar_losses(out["losses"], i),
+            evaluations={k: int(v[i]) for k, v in evals.items()},
+            seconds=dict(share),
+            placement=p.job.placement,
+            image_float=image[i],
+        )
+        results.append((p.index, r, bool(finite[i])))
+    return results
+
+
+def _iter_batch(
+    jobs: Sequence[Any],
+    config: BlendConfig,
+    *,
+    batch_size: int | None,
+    vgg: Any,
+    devices: Sequence | None,
+) -> Iterator[list[tuple[int, BlendResult | Exception, bool]]]:
+    """Yield ``[(job index, result or error, finite), ...]`` as each stack finishes
+    (placement failures first)."""
+    from jaxblend.vgg import load_vgg
+
+    devs = tuple(jax.local_devices() if devices is None else devices)
+    ready, failed = _prepare(jobs, config)
+    if failed:
+        yield [(i, e, True) for i, e in sorted(failed.items())]
+    if not ready:
+        return
+    vgg = load_vgg() if vgg is None else vgg
+    for cfg, part, padded in _stacks(ready, batch_size, len(devs)):
+        yield _solve_stack(cfg, vgg, part, padded, devs)
+
+
+def blend_batch(
+    jobs: Iterable[Any],
+    config: BlendConfig | None = None,
+    *,
+    batch_size: int | None = None,
+    vgg: Any = None,
+    progress: Callable[[dict], None] | None = None,
+    devices: Sequence | None = None,
+) -> list[BlendResult | Exception]:
+    """Blend many jobs, stacked per canvas shape and configuration, on all local devices.
+
+    Args:
+      jobs: dicts (or objects with these attributes) with ``source``, ``mask``, ``target``
+        (paths, PIL images or arrays) and ``center`` ``(row, col)``; optional per-job
+        overrides ``canvas``, ``source_size``, ``steps`` (N or ``[N1, N2]``), ``init`` and
+        ``seed``.
+      config: the shared :class:`BlendConfig` (default ``BlendConfig()``).
+      batch_size: jobs per stack (default: the bucket, at most 8 per device); rounded up to
+        a multiple of the device count, short stacks padded.
+      vgg: a loaded VGG (default the shipped VGG16).
+      progress: called with ``{"done", "total", "seconds"}`` after each stack.
+      devices: devices to shard the job axis over (default ``jax.local_devices()``).
+
+    Returns:
+      one entry per job, in order: a :class:`~jaxblend.blend.BlendResult`, or the
+      exception (an :class:`~jaxblend.errors.InputError`) that stopped that job. A job
+      whose objective became non-finite keeps its best finite iterate and is reported with
+      a :class:`~jaxblend.blend.NonFiniteWarning` naming it.
+
+    Each stack is one ``vmap`` of :func:`jaxblend.blend.run_stages`, so a job's result
+    equals :func:`jaxblend.blend.blend_job` on it with the same budget and seed.
+    """
+    jobs = list(jobs)
+    config = BlendConfig() if config is None else config
+    out: list[BlendResult | Exception | None] = [None] * len(jobs)
+    t0, done = time.perf_counter(), 0
+    for chunk in _iter_batch(jobs, config, batch_size=batch_size, vgg=vgg, devices=devices):
+        for i, r, finite in chunk:
+            out[i] = r
+            if not finite:
+                warnings.warn(
+                    f"job {i}: the objective became non-finite; kept the best finite iterate",
+                    NonFiniteWarning,
+                    stacklevel=2,
+                )
+        done += len(chunk)
+        if progress is not None:
+            progress({"done": done, "total": len(jobs), "seconds": time.perf_counter() - t0})
+    return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _layers(value: Any, where: str) -> tuple[tuple[str, float], ...]:
+    try:
+        return tuple((str(n), float(w)) for n, w in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where} must be a list of [layer, weight] pairs") from None
+
+
+def _stage(value: Any, base: StageConfig, where: str) -> StageConfig:
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be an object of StageConfig fields")
+    names = {f.name for f in dataclasses.fields(StageConfig)}
+    changes = {}
+    for k, v in value.items():
+        if k not in names:
+            raise InputError(f"unknown setting {where}.{k}; known: {', '.join(sorted(names))}")
+        changes[k] = _layers(v, f"{where}.{k}") if k.endswith("_layers") else v
+    try:
+        return dataclasses.replace(base, **changes)
+    except TypeError as e:
+        raise InputError(f"bad {where} settings ({e})") from None
+
+
+def load_config(path: str | os.PathLike | None) -> BlendConfig:
+    """A :class:`BlendConfig` from a JSON file of its fields (``stage1``/``stage2`` as
+    objects of :class:`StageConfig` fields, layer lists as ``[[name, weight], ...]``)."""
+    if path is None:
+        return BlendConfig()
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"config file {p} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {p} must hold a JSON object of BlendConfig settings")
+    base = BlendConfig()
+    names = {f.name for f in dataclasses.fields(BlendConfig)}
+    changes: dict[str, Any] = {}
+    for k, v in data.items():
+        if k not in names:
+            raise InputError(f"unknown setting {k!r} in {p}; known: {', '.join(sorted(names))}")
+        if k in ("stage1", "stage2"):
+            changes[k] = _stage(v, getattr(base, k), k)
+        elif k == "scales":
+            changes[k] = tuple(float(s) for s in v) if isinstance(v, list) else v
+        else:
+            changes[k] = v
+    for k in ("canvas", "source_size", "seed", "history", "chunk"):
+        v = changes.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise InputError(f"{k} in {p} must be an integer, got {v!r}")
+    for s in ("stage1", "stage2"):
+        st = changes.get(s)
+        if st is not None:
+            for f in ("grad", "content", "style", "hist", "tv", "steps"):
+                v = getattr(st, f)
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise InputError(f"{s}.{f} in {p} must be a number")
+    try:
+        return dataclasses.replace(base, **changes)
+    except TypeError as e:
+        raise InputError(f"bad settings in {p} ({e})") from None
+
+
+def _center(row: dict, where: str) -> tuple[float, float]:
+    c = row.get("center")
+    if c in (None, "") and row.get("center_row") not in (None, ""):
+        c = (row.get("center_row"), row.get("center_col"))
+    if c in (None, ""):
+        raise InputError(f'{where}: missing center ("row,col" or center_row/center_col)')
+    if isinstance(c, str):
+        c = c.split(",")
+    try:
+        r, col = (float(v) for v in c)
+    except (TypeError, ValueError):
+        raise InputError(f'{where}: center must be "row,col", got {c!r}') from None
+    return r, col
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[dict]:
+    """Read a JSON Lines (``.jsonl``/``.json``) or CSV (``.csv``) manifest, one job a line.
+
+    Fields: ``id, source, mask, target, center`` (``"row,col"``, ``[row, col]`` or
+    ``center_row``/``center_col``) and optional ``canvas, source_size, steps, init, seed``.
+    Paths are relative to the manifest's folder. Raises :class:`InputError` (one line) for
+    a malformed manifest, a missing field, or duplicate or missing ids.
+    """
+    path = Path(manifest)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    ext = path.suffix.lower()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read manifest {path} ({e})") from None
+    rows: list[tuple[str, dict]] = []
+    if ext in (".jsonl", ".json", ".ndjson"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path.name} line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path.name} line {n}: expected a JSON object")
+            rows.append((f"{path.name} line {n}", row))
+    elif ext == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames:
+            raise InputError(f"{path.name}: empty CSV manifest (need a header line)")
+        for n, row in enumerate(reader, 2):
+            if None in row:
+                raise InputError(f"{path.name} line {n}: more values than header columns")
+            rows.append((f"{path.name} line {n}", {k.strip(): v for k, v in row.items()}))
+    else:
+        raise InputError(f"manifest must be .jsonl or .csv, got {path.name}")
+    if not rows:
+        raise InputError(f"manifest {path} holds no jobs")
+    jobs, seen = [], set()
+    for where, row in rows:
+        jid = row.get("id")
+        if jid is None or str(jid).strip() == "":
+            raise InputError(f"{where}: missing id")
+        jid = str(jid).strip()
+        if "/" in jid or "\\" in jid or jid.startswith(".") or jid == RESULTS:
+            raise InputError(f"{where}: id {jid!r} cannot be a file name")
+        if jid in seen:
+            raise InputError(f"{where}: duplicate id {jid!r}")
+        seen.add(jid)
+        job: dict[str, Any] = {"id": jid}
+        for k in ("source", "mask", "target"):
+            v = row.get(k)
+            if v in (None, ""):
+                raise InputError(f"{where}: missing {k}")
+            job[k] = path.parent / str(v)
+        job["center"] = _center(row, where)
+        for k in ("canvas", "source_size", "seed"):
+            v = row.get(k)
+            if v not in (None, ""):
+                try:
+                    job[k] = int(v)
+                except (TypeError, ValueError):
+                    raise InputError(f"{where}: {k} must be an integer, got {v!r}") from None
+        if row.get("init") not in (None, ""):
+            job["init"] = str(row["init"])
+        if row.get("steps") not in (None, ""):
+            job["steps"] = _steps(row["steps"])
+        try:
+            job_config(BlendConfig(), job)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{where}: {e}") from None
+        jobs.append(job)
+    return jobs
+
+
+def _decodes(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "redo this job"
+        return False
+
+
+def _read_results(path: Path) -> dict[str, dict]:
+    """Last record per id of ``results.jsonl``; a torn last line (a kill mid-write) is cut."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # torn tail: drop it so the next append starts a fresh line
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+    out = {}
+    for line in data[:end].splitlines():
+        try:
+            rec = json.loads(line)
+            out[str(rec["id"])] = rec
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    if not records:
+        return
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record(jid: str, r: Any, finite: bool, out: Path | None) -> dict:
+    if isinstance(r, Exception):
+        return {"id": jid, "status": "failed", "output": None, "error": str(r),
+                "losses": None, "evaluations": None, "seconds": None}  # fmt: skip
+    return {
+        "id": jid,
+        "status": "ok" if finite else "nonfinite",
+        "output": str(out),
+        "error": None if finite else "objective became non-finite; best finite iterate kept",
+        "losses": r.losses,
+        "evaluations": r.evaluations,
+        "seconds": round(float(sum(r.seconds.values())), 4),
+    }
+
+
+class _Progress:
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.done = total, quiet, 0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.quiet:
+            return
+        dt = time.perf_counter() - self.t0
+        rate = self.done / dt * 60 if dt > 0 else 0.0
+        left = self.total - self.done
+        eta = left / rate * 60 if rate > 0 else float("nan")
+        sys.stderr.write(
+            f"\rbatch {self.done}/{self.total} jobs  {rate:6.1f} jobs/min  {dt:6.1f}s  "
+            f"eta {eta:6.1f}s"
+        )
+        sys.stderr.flush()
+
+
+def _available_bytes(device: Any) -> int:
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
+    """Bytes one job adds to a stack: compile stage 1's iteration for a stack of one and
+    read XLA's memory analysis (arguments + temporaries, minus the shared parameters)."""
+    from jaxblend.blend import vgg_spec
+    from jaxblend.solve import programs
+
+    h, w = shape[:2]
+    f32 = np.float32
+    img = jax.ShapeDtypeStruct((1, h, w, 3), f32)
+    msk = jax.ShapeDtypeStruct((1, h, w), f32)
+    spec = vgg_spec(vgg, cfg.precision)
+    p = programs(cfg.stage1, spec, True, cfg.solver, cfg.history, True)
+    data = jax.eval_shape(p.prepare, vgg.params, img, msk, img, img)
+    carry = jax.eval_shape(p.start, img, data)
+    until = jax.ShapeDtypeStruct((), np.int32)
+    param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(vgg.params))
+    try:
+        m = p.advance.lower(carry, data, until).compile().memory_analysis()
+        total = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+        return max(1, total - param_bytes), "measured"
+    except Exception:  # noqa: BLE001 - no memory analysis on this backend
+        acts = sum(h * w * 64 * 4 * 2 for _ in range(4))  # rough: a few block-1 activations
+        return acts * 4 + 2 * cfg.history * h * w * 3 * 4, "estimated"
+
+
+def auto_batch_size(
+    cfg: BlendConfig, vgg: Any, shape: tuple, devices: Sequence
+) -> tuple[int, int, str]:
+    """The largest stack that fits in half the free memory of a device (at most
+    ``AUTO_CAP``), a multiple of the device count; also the per-job bytes and how they
+    were found. On CPU the host devices share one RAM."""
+    per_job, how = _per_job_bytes(cfg, vgg, shape)
+    dev = devices[0]
+    free = _available_bytes(dev) // 2
+    if dev.platform == "cpu":
+        per_stack = free // per_job
+    else:
+        per_stack = (free // per_job) * len(devices)
+    n = int(max(1, min(AUTO_CAP, per_stack)))
+    return max(len(devices), n - n % len(devices)), per_job, how
+
+
+def run_manifest(
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int | str | None = None,
+    config_path: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> int:
+    """Blend every job of a manifest into ``out_dir``; resumable after a kill.
+
+    Writes ``out_dir/<id>.png`` atomically (temporary file, then rename) and appends one
+    line per finished job to ``out_dir/results.jsonl`` (``id``, ``status`` ok | failed |
+    nonfinite, ``output``, ``losses`` per stage, ``evaluations``, ``seconds``, ``error``),
+    flushed and fsynced as each stack finishes. On start it reads ``results.jsonl`` (a torn
+    last line is dropped) and skips the jobs recorded ``ok`` whose image exists and
+    decodes; everything else is redone. With several JAX processes (after
+    ``jax.distributed.initialize()``) process ``p`` of ``n`` takes the jobs ``i % n == p``.
+
+    Args:
+      manifest: ``.jsonl`` or ``.csv`` file (see :func:`read_manifest`).
+      out_dir: output folder (created).
+      batch_size: jobs per stack, ``None`` (each bucket whole, at most 8 per device) or
+        ``"auto"`` (the largest stack that fits device memory, printed).
+      config_path: JSON file of :class:`BlendConfig` settings (see :func:`load_config`).
+      quiet: no progress or summary on stderr.
+
+    Returns:
+      0 if every job succeeded, else 1.
+
+    Raises:
+      InputError: a bad manifest, config or batch size (before any work).
+    """
+    t_start = time.perf_counter()
+    config = load_config(config_path)
+    jobs = read_manifest(manifest)
+    auto = isinstance(batch_size, str) and batch_size.strip().lower() == "auto"
+    size: int | None = None
+    if not auto and batch_size is not None:
+        bad = f"batch size must be a positive integer or auto, got {batch_size!r}"
+        try:
+            size = int(batch_size)
+        except (TypeError, ValueError):
+            raise InputError(bad) from None
+        if size < 1:
+            raise InputError(bad)
+    n_proc, me = jax.process_count(), jax.process_index()
+    if n_proc > 1:
+        jobs = [j for i, j in enumerate(jobs) if i % n_proc == me]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(".*.tmp"):  # leftovers of a write interrupted by a kill
+        tmp.unlink(missing_ok=True)
+    log = out / RESULTS
+    previous = _read_results(log)
+    todo, skipped = [], 0
+    for j in jobs:
+        rec = previous.get(j["id"])
+        img = out / f"{j['id']}.png"
+        if rec is not None and rec.get("status") == "ok" and img.exists() and _decodes(img):
+            skipped += 1
+        else:
+            todo.append(j)
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    if skipped:
+        say(f"resume: {skipped} jobs already done, skipped; {len(todo)} to do")
+    counts = {"ok": 0, "failed": 0, "nonfinite": 0}
+    if todo:
+        from jaxblend.vgg import load_vgg
+
+        devices = tuple(jax.local_devices())
+        vgg = load_vgg()
+        if auto:
+            cfg0 = job_config(config, todo[0])
+            try:
+                shape = _layout(todo[0], cfg0).target.shape
+            except JaxblendError:
+                shape = (cfg0.canvas or 512, cfg0.canvas or 512, 3)
+            size, per_job, how = auto_batch_size(cfg0, vgg, shape, devices)
+            say(
+                f"batch size auto: {size} jobs per stack ({how} {per_job / 2**20:.1f} MiB per "
+                f"job at {shape[0]}x{shape[1]}, {len(devices)} {devices[0].platform} devices)"
+            )
+        bar = _Progress(len(todo), quiet)
+        stream = _iter_batch(todo, config, batch_size=size, vgg=vgg, devices=devices)
+        for chunk in stream:
+            records = []
+            for i, r, finite in chunk:
+                jid = todo[i]["id"]
+                path = None
+                if not isinstance(r, Exception):
+                    path = save_image(r.image, out / f"{jid}.png")
+                rec = _record(jid, r, finite, path)
+                if rec["error"]:
+                    say(f"\njob {jid}: {rec['status']}: {rec['error']}")
+                counts[rec["status"]] += 1
+                records.append(rec)
+            _append(log, records)
+            bar(len(chunk))
+        if not quiet:
+            sys.stderr.write("\n")
+    dt = time.perf_counter() - t_start
+    rate = (counts["ok"] + counts["nonfinite"]) / dt * 60 if dt > 0 else 0.0
+    extra = f", {counts['nonfinite']} nonfinite" if counts["nonfinite"] else ""
+    say(f"{counts['ok']} ok, {counts['failed']} failed{extra}, {skipped} skipped in {dt:.1f} s, "
+        f"{rate:.1f} jobs/min")  # fmt: skip
+    return 0 if counts["failed"] == 0 and counts["nonfinite"] == 0 else 1

@@ -1,0 +1,88 @@
+"""The L-BFGS solvers behind jaxblend.optim, checked against scipy.optimize.minimize."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from jaxblend.optim import make_solver
+
+
+def rosenbrock(x, data):
+    a, b = data
+    return jnp.sum(b * (x[1:] - x[:-1] ** 2) ** 2 + (a - x[:-1]) ** 2)
+
+
+def np_rosenbrock(x, a, b):
+    return np.sum(b * (x[1:] - x[:-1] ** 2) ** 2 + (a - x[:-1]) ** 2)
+
+
+def run(kind, x0, data, budget):
+    solver = make_solver(kind, rosenbrock, history=10)
+
+    def go(x0, data):
+        state = solver.init(x0, data)
+
+        def cond(c):
+            return (solver.evaluations(c[1]) < budget) & ~solver.stopped(c[1])
+
+        return jax.lax.while_loop(cond, lambda c: solver.step(c[0], c[1], data), (x0, state))
+
+    return jax.jit(go)(x0, data), solver
+
+
+@pytest.mark.parametrize("kind", ["lbfgs", "jaxopt", "optax"])
+def test_reaches_scipy_minimum(kind):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x0 = jnp.asarray(np.linspace(-1.2, 1.0, 8))
+        data = (jnp.asarray(1.0), jnp.asarray(10.0))
+        (x, state), solver = run(kind, x0, data, 400)
+        ref = minimize(np_rosenbrock, np.asarray(x0), args=(1.0, 10.0), method="L-BFGS-B",
+                       options={"ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
+        np.testing.assert_allclose(np.asarray(x), ref.x, atol=1e-4)
+        assert float(solver.value(state)) <= ref.fun + 1e-8
+        assert int(solver.evaluations(state)) <= 400 + 30
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_lbfgs_vmap_equals_loop():
+    x0 = jnp.asarray(np.stack([np.linspace(-1.2, 1.0, 6), np.linspace(0.5, -0.5, 6)]), jnp.float32)
+    data = (jnp.asarray([1.0, 2.0]), jnp.asarray([10.0, 5.0]))
+    solver = make_solver("lbfgs", rosenbrock)
+
+    def go(x0, data):
+        state = solver.init(x0, data)
+
+        def cond(c):
+            return (solver.evaluations(c[1]) < 60) & ~solver.stopped(c[1])
+
+        return jax.lax.while_loop(cond, lambda c: solver.step(c[0], c[1], data), (x0, state))
+
+    xs, states = jax.jit(jax.vmap(go))(x0, data)
+    for i in range(2):
+        x, st = jax.jit(go)(x0[i], (data[0][i], data[1][i]))
+        np.testing.assert_allclose(xs[i], x, rtol=1e-5, atol=1e-6)
+        assert int(states.evals[i]) == int(st.evals)
+
+
+def test_lbfgs_counts_every_evaluation():
+    calls = []
+
+    def counted(x, data):
+        jax.debug.callback(lambda: calls.append(1))
+        return rosenbrock(x, data)
+
+    solver = make_solver("lbfgs", counted)
+    x0 = jnp.asarray(np.linspace(-1.2, 1.0, 4), jnp.float32)
+    data = (jnp.asarray(1.0), jnp.asarray(10.0))
+    state = solver.init(x0, data)
+    x = x0
+    for _ in range(5):
+        x, state = solver.step(x, state, data)
+    jax.effects_barrier()
+    assert int(state.evals) == len(calls)
