@@ -1,0 +1,306 @@
+"""jaxblend's benchmark suite: ``python -m bench [--quick] [--quality]``.
+
+Writes ``bench/results/<device>-<date>.json`` and ``.md`` and prints the device, library
+versions and settings with every figure. Medians over repeats; ratios are measured in the
+same run. Sections:
+
+* ceilings — dense matmul and a representative VGG convolution, GFLOP/s;
+* per_eval — seconds per objective evaluation (value and gradient) of stage 1 and stage 2
+  at each canvas size, achieved GFLOP/s from the counted VGG FLOPs (forward plus
+  input-gradient backward, :func:`bench.hardware.vgg16_flops`) and its fraction of the
+  matmul rate; the authors' step re-expressed in PyTorch (:mod:`bench.torch_step`) on the
+  same weights and canvas, and the ratio; bfloat16 convolutions beside float32;
+* memory — compiled temporary + argument bytes of one evaluation per job (XLA's
+  ``memory_analysis``) and the process's peak host RSS;
+* quality (``--quality``) — time to quality on case1 at the authors' placement (512²):
+  evaluations and seconds until ``bench/quality.py``'s figures reach the authors' stage-1
+  and final figures, for each init / scales / solver / precision variant asked for.
+
+``--quick`` (a few minutes on a 2-core CPU): 256² only, no torch at 512², no quality runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import hardware  # noqa: E402
+from bench.quality import CASE1_PLACEMENT, Scorer, case_job  # noqa: E402
+
+CASE1 = ROOT / "jaxblend" / "examples" / "case1"
+RESULTS = ROOT / "bench" / "results"
+# The authors' own outputs on case1, measured with bench/quality.py.
+AUTHORS_STAGE1 = {"grad_err": 3.81, "style_gap": 0.361, "content_gap": 0.359}
+AUTHORS_FINAL = {"grad_err": 25.6, "style_gap": 0.025, "content_gap": 0.466}
+
+
+def _median(fn, args, repeats):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def _scaled_job(size):
+    s = size / 512
+    return case_job(CASE1, size, round(300 * s), (200 * s, 235 * s))
+
+
+def eval_program(stage: int, size: int, precision: str, vgg):
+    """The jitted value-and-gradient of a stage's objective on case1 at ``size``, and its
+    arguments (the data prepared once, as in the solver)."""
+    from jaxblend.config import STAGE1, STAGE2
+    from jaxblend.solve import VGGSpec, objective, prepare
+
+    job = _scaled_job(size)
+    cfg = STAGE1 if stage == 1 else STAGE2
+    spec = VGGSpec(vgg.arch, vgg.preprocessing, precision)
+    t, m, s = (jnp.asarray(a) for a in (job.target, job.mask, job.source))
+    ref = jnp.asarray(job.naive)
+    data = jax.jit(prepare, static_argnums=(0, 1))(cfg, spec, vgg.params, t, m, s, ref)
+    fn = jax.jit(jax.value_and_grad(functools.partial(objective, cfg, spec, stage == 1)))
+    return fn, (ref, data)
+
+
+def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
+    from bench import torch_step
+    from jaxblend.weights import load_weights
+
+    rows = []
+    tw = None
+    for size in sizes:
+        flops = hardware.vgg16_flops(size, size)["forward_backward_flops"]
+        for precision in precisions:
+            for stage in (1, 2):
+                fn, args = eval_program(stage, size, precision, vgg)
+                sec, times = _median(fn, args, repeats)
+                rows.append({
+                    "impl": "jaxblend", "stage": stage, "size": size, "precision": precision,
+                    "seconds": sec, "times": times, "vgg_flops": flops,
+                    "gflops": flops / sec / 1e9, "matmul_fraction": flops / sec / 1e9 / matmul,
+                })  # fmt: skip
+                print(f"  jaxblend stage {stage} {size}² {precision}: {sec:.3f} s/eval, "
+                      f"{flops / sec / 1e9:.0f} GFLOP/s = {flops / sec / 1e9 / matmul:.0%} "
+                      "of matmul", flush=True)  # fmt: skip
+        if size in torch_sizes:
+            if tw is None:
+                w, _ = load_weights(ROOT / "weights" / "vgg16_imagenet_blocks1-4.safetensors")
+                tw = {
+                    f"{k}.{p}": np.asarray(v[p], np.float32)
+                    for k, v in w["params"].items()
+                    for p in ("kernel", "bias")
+                }
+            r = torch_step.time_authors_step(tw, size, repeats=repeats)
+            ours = next(x["seconds"] for x in rows if x["size"] == size and x["stage"] == 1
+                        and x["precision"] == "float32")  # fmt: skip
+            rows.append({
+                "impl": "authors-torch", "stage": 1, "size": size, "precision": "float32",
+                "seconds": r["seconds_per_eval"], "times": r["times"],
+                "torch": r["torch_version"], "threads": r["threads"],
+                "speedup_of_jaxblend": r["seconds_per_eval"] / ours,
+            })  # fmt: skip
+            sp = r["seconds_per_eval"]
+            print(f"  authors' step (PyTorch) {size}²: {sp:.3f} s/eval; "
+                  f"jaxblend is {sp / ours:.2f}x faster", flush=True)  # fmt: skip
+    return rows
+
+
+def memory(sizes, vgg):
+    rows = []
+    for size in sizes:
+        fn, args = eval_program(1, size, "float32", vgg)
+        ma = fn.lower(*args).compile().memory_analysis()
+        row = {"size": size}
+        if ma is not None:
+            row.update(
+                temp_bytes=int(ma.temp_size_in_bytes),
+                argument_bytes=int(ma.argument_size_in_bytes),
+                output_bytes=int(ma.output_size_in_bytes),
+            )
+            row["per_job_bytes"] = row["temp_bytes"] + row["argument_bytes"]
+        jax.block_until_ready(fn(*args))
+        row["host_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        for d in jax.local_devices()[:1]:
+            stats = getattr(d, "memory_stats", lambda: None)()
+            if stats and "peak_bytes_in_use" in stats:
+                row["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+        print(f"  memory {size}²: {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _reached(q, goal):
+    return all(q[k] <= goal[k] for k in ("style_gap", "content_gap")) and (
+        q["grad_err"] <= goal["grad_err"]
+    )
+
+
+def time_to_quality(variants, vgg, budget1, budget2):
+    from jaxblend import BlendConfig
+    from jaxblend.blend import blend_job
+
+    job = case_job(CASE1, **CASE1_PLACEMENT)
+    scorer = Scorer(job, vgg)
+    rows = []
+    for v in variants:
+        cfg = BlendConfig(canvas=512, source_size=300, chunk=10, **v).replace(
+            steps1=budget1, steps2=budget2
+        )
+        marks: list[dict] = []
+        t0 = time.perf_counter()
+
+        def note(i, marks=marks, t0=t0):
+            marks.append({**i, "t": time.perf_counter() - t0})
+
+        r = blend_job(job, config=cfg, vgg=vgg, frames=True, progress=note)
+        offset, prev, s1_at, fin_at, traj = 0, None, None, None, []
+        for m, fr in zip(marks, r.frames):
+            if prev is not None and m["stage"] != prev:
+                offset = r.evaluations[prev]
+            prev = m["stage"]
+            q = scorer(fr)
+            n = offset + m["evaluations"]
+            traj.append({"stage": m["stage"], "evaluations": n, "seconds": m["t"], **q})
+            if s1_at is None and m["stage"] == "stage1" and _reached(q, AUTHORS_STAGE1):
+                s1_at = {"evaluations": n, "seconds": m["t"]}
+            if fin_at is None and _reached(q, {**AUTHORS_FINAL, "grad_err": np.inf}):
+                fin_at = {"evaluations": n, "seconds": m["t"]}
+        final = scorer(r.image)
+        row = {
+            "variant": v, "stage1_reached": s1_at, "final_reached": fin_at,
+            "final": final, "stage1": scorer(r.stage1), "evaluations": r.evaluations,
+            "seconds": r.seconds, "trajectory": traj,
+        }  # fmt: skip
+        print(f"  quality {v}: stage-1 goal at {s1_at}, final goal at {fin_at}; final {final}",
+              flush=True)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def markdown(res) -> str:
+    info = res["info"]
+    out = [
+        f"## {info['device']} — {info['date']}",
+        "",
+        f"jax {info['versions'].get('jax')}, jaxlib {info['versions'].get('jaxlib')}, "
+        f"torch {info['versions'].get('torch')}; {info['cpu_count']} CPU cores; "
+        f"matmul {res['ceilings']['matmul']['gflops']:.0f} GFLOP/s, VGG conv "
+        f"{res['ceilings']['conv']['gflops']:.0f} GFLOP/s (measured in this run).",
+        "",
+        "| implementation | stage | canvas | precision | s / evaluation | GFLOP/s | of matmul |"
+        " vs authors' step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    torch_s = {r["size"]: r["seconds"] for r in res["per_eval"] if r["impl"] == "authors-torch"}
+    for r in res["per_eval"]:
+        if r["impl"] == "jaxblend":
+            ratio = torch_s.get(r["size"])
+            ratio = f"{ratio / r['seconds']:.2f}x faster" if ratio else ""
+            out.append(
+                f"| jaxblend | {r['stage']} | {r['size']}² | {r['precision']} | "
+                f"{r['seconds']:.3f} | {r['gflops']:.0f} | {r['matmul_fraction']:.0%} | {ratio} |"
+            )
+        else:
+            out.append(
+                f"| authors' step, PyTorch {r['torch']} | 1 | {r['size']}² | float32 | "
+                f"{r['seconds']:.3f} | | | 1x |"
+            )
+    if res.get("memory"):
+        out += ["", "| canvas | XLA temp + arguments per job | host peak RSS |", "|---|---|---|"]
+        for m in res["memory"]:
+            per = m.get("per_job_bytes")
+            per = f"{per / 2**20:.0f} MiB" if per else "n/a"
+            out.append(f"| {m['size']}² | {per} | {m['host_peak_rss_bytes'] / 2**20:.0f} MiB |")
+    if res.get("quality"):
+        out += [
+            "",
+            "Time to the authors' quality on case1 (512², `bench/quality.py` figures; authors: "
+            "stage 1 3.81 / 0.361 / 0.359, final style_gap 0.025, content_gap 0.466, ≈2000 "
+            "evaluations):",
+            "",
+            "| variant | stage-1 figures reached | final figures reached | final grad_err / "
+            "style_gap / content_gap | evaluations | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for q in res["quality"]:
+
+            def at(x):
+                return f"{x['evaluations']} evals, {x['seconds']:.0f} s" if x else "not reached"
+
+            f = q["final"]
+            out.append(
+                f"| {json.dumps(q['variant'])} | {at(q['stage1_reached'])} | "
+                f"{at(q['final_reached'])} | {f['grad_err']:.2f} / {f['style_gap']:.3f} / "
+                f"{f['content_gap']:.3f} | {sum(q['evaluations'].values())} | "
+                f"{sum(q['seconds'].values()):.0f} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    from jaxblend import load_vgg
+
+    ap = argparse.ArgumentParser(description="jaxblend benchmark suite")
+    ap.add_argument("--quick", action="store_true", help="a few minutes on a 2-core CPU")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also time bfloat16 convolutions")
+    ap.add_argument("--memory-sizes", type=int, nargs="*", default=None)
+    ap.add_argument(
+        "--quality", default=None, help="JSON list of BlendConfig overrides per quality run"
+    )
+    ap.add_argument("--budget", type=int, nargs=2, default=(100, 100), metavar=("S1", "S2"))
+    ap.add_argument("--out", default=None, help="results file stem (default: device-date)")
+    a = ap.parse_args(argv)
+
+    sizes = a.sizes or ([256] if a.quick else [256, 512])
+    info = hardware.device_info()
+    info["device"] = f"{jax.devices()[0].platform}-{jax.devices()[0].device_kind}".replace(" ", "_")
+    info["date"] = dt.date.today().isoformat()
+    print(f"device {info['device']}, {info.get('cpu_count')} cores; versions {info['versions']}")
+    settings = {"sizes": sizes, "repeats": a.repeats, "quick": a.quick, "budget": a.budget}
+    print(f"settings {settings}", flush=True)
+    vgg = load_vgg()
+    res = {"info": info, "settings": settings}
+    res["ceilings"] = {
+        "matmul": hardware.matmul_gflops(repeats=a.repeats + 2),
+        "conv": hardware.conv_gflops(repeats=a.repeats + 2),
+    }
+    mm = res["ceilings"]["matmul"]["gflops"]
+    print(f"  matmul {mm:.0f} GFLOP/s, conv {res['ceilings']['conv']['gflops']:.0f} GFLOP/s")
+    torch_sizes = [] if a.no_torch else [s for s in sizes if not (a.quick and s > 256)]
+    precisions = ["float32", "bfloat16"] if a.bf16 else ["float32"]
+    res["per_eval"] = per_eval(sizes, a.repeats, precisions, torch_sizes, mm, vgg)
+    mem_sizes = a.memory_sizes if a.memory_sizes is not None else ([] if a.quick else sizes)
+    res["memory"] = memory(mem_sizes, vgg)
+    if a.quality:
+        res["quality"] = time_to_quality(json.loads(a.quality), vgg, *a.budget)
+    stem = a.out or f"{info['device']}-{info['date']}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
+    (RESULTS / f"{stem}.md").write_text(markdown(res))
+    print(markdown(res))
+    print(f"wrote {RESULTS / (stem + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
