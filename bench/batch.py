@@ -9,7 +9,7 @@ compilation, the second is the steady-state rate reported as jobs/min. Sizes lef
 ``--budget`` seconds have passed are recorded as skipped.
 
 Part 2: a generated manifest of ``--tiny-jobs`` jobs on a 32-pixel canvas (case1 shrunk,
-VGG blocks 1–2, 4 stage-1 evaluations, stage 2 off, optax solver) through
+VGG blocks 1–2, 4 stage-1 evaluations, stage 2 off, lbfgs solver) through
 :func:`jaxblend.batch.run_manifest` end to end (compilation, PNG writes and the results log
 included), stack 8.
 
@@ -44,7 +44,7 @@ CASE = EXAMPLES_DIR / "case1"
 SHALLOW = (("relu1_2", 1.0), ("relu2_2", 1.0))
 TINY_JSON = {
     "canvas": 32, "source_size": 18, "init": "noise", "chunk": 100, "stage2_enabled": False,
-    "solver": "optax",
+    "solver": "lbfgs",
     "stage1": {"grad": 1.0, "content": 1e-3, "style": 3e-4, "hist": 1e-4, "tv": 1e-6,
                "steps": 4, "style_layers": [list(x) for x in SHALLOW],
                "hist_layers": [["relu2_2", 1.0]]},
@@ -112,7 +112,7 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     vgg = load_vgg()
     settings = {"canvas": 256, "source_size": 150, "config": "BlendConfig() defaults "
-                "(jaxopt L-BFGS, poisson init, VGG16 to relu4_3)", "steps": a.steps,
+                "(lbfgs solver, poisson init, VGG16 to relu4_3)", "steps": a.steps,
                 "devices": len(jax.local_devices())}  # fmt: skip
     man: dict = {}
     stacks: list = []
@@ -152,7 +152,7 @@ def write(info, settings, stacks, man, a) -> None:
     lines += [
         "",
         f"Part 2: {man['jobs']} tiny jobs (32² canvas, blocks 1–2, 4 evaluations, stage 1, "
-        f"optax) through run_manifest, stack {man['stack']}: {man['ok']} ok in "
+        f"lbfgs) through run_manifest, stack {man['stack']}: {man['ok']} ok in "
         f"{man['seconds']} s = **{man['jobs_per_min']} jobs/min** (exit {man['exit']}; "
         "compilation, PNG writes and the fsynced log included).",
         "",

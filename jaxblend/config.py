@@ -74,8 +74,8 @@ class StageConfig:
 # Calibrated for the shipped Caffe-lineage VGG16 (BGR, mean-subtracted 0–255 input) and the
 # normalisations in jaxblend.losses; see README "Defaults and normalisations" and
 # bench/calibrate.py for the measurements behind them.
-STAGE1 = StageConfig(grad=1.0, content=1e-3, style=3e-4, hist=0.0, tv=1e-6, steps=150)
-STAGE2 = StageConfig(grad=0.0, content=1e-3, style=1e-1, hist=0.0, tv=1e-6, steps=150)
+STAGE1 = StageConfig(grad=3.0, content=1e-4, style=1.5e-3, tv=1e-6, range=1.0, steps=40)
+STAGE2 = StageConfig(content=1e-3, style=1e-2, tv=1e-6, range=1.0, steps=60)
 
 
 @dataclass(frozen=True)

@@ -200,3 +200,16 @@ def test_cli_blend_writes_output(tmp_path, case1):
     assert im.shape == (32, 32, 3)
     assert s1.exists() and any((tmp_path / "frames").iterdir())
     assert "stage1" in p.stderr  # the progress bar
+
+
+def test_coarse_to_fine_scales(vgg, job):
+    cfg = TINY.replace(stage2_enabled=False, scales=(0.5, 1.0))
+    r = run_stages(cfg, vgg, job.target, job.source, job.mask)
+    img = np.asarray(r["image"])
+    outside = job.mask == 0
+    np.testing.assert_array_equal(img[outside], job.target[outside])
+    assert 6 <= int(r["evaluations"]["stage1"]) <= 6 + 2 * 20
+    start, end = (sum(float(v[i]) for v in r["losses"]["stage1"].values()) for i in (0, 1))
+    assert end < start
+    with pytest.raises(InputError, match="scales"):
+        TINY.replace(scales=(1.0, 0.5))
