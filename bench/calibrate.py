@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--canvas", type=int, default=512)
     ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--precision", default="float32")
+    ap.add_argument("--stage2-content", default="source", choices=("source", "stage1"))
     a = ap.parse_args(argv)
 
     s = a.canvas / 512
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     cfg = BlendConfig(
         stage1=s1, stage2=s2, canvas=a.canvas, init=a.init, solver=a.solver,
         stage2_enabled=a.stage2 is not None, chunk=a.chunk, precision=a.precision,
+        stage2_content=a.stage2_content,
     )  # fmt: skip
     marks: list[dict] = []
     t0 = time.perf_counter()

@@ -75,7 +75,7 @@ class StageConfig:
 # normalisations in jaxblend.losses; see README "Defaults and normalisations" and
 # bench/calibrate.py for the measurements behind them.
 STAGE1 = StageConfig(grad=3.0, content=1e-4, style=1.5e-3, tv=1e-6, range=1.0, steps=40)
-STAGE2 = StageConfig(content=1e-3, style=1e-2, tv=1e-6, range=1.0, steps=60)
+STAGE2 = StageConfig(content=1e-3, style=3e-2, tv=1e-6, range=1.0, steps=30)
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,13 @@ class BlendConfig:
       precision: ``"float32"`` or ``"bfloat16"`` VGG convolutions.
       history: L-BFGS memory size.
       chunk: evaluations between progress reports (and video frames).
+      scales: coarse-to-fine stage 1: canvas scales in (0, 1] ending with 1.0, e.g.
+        ``(0.5, 1.0)``; each solve's result, upsampled, starts the next; the stage's
+        budget is shared equally.
+      stage2_content: the content the style refinement keeps: ``"source"`` (the object as
+        pasted, inside the mask, as stage 1's Eq. 7 — the default: at the same style it
+        keeps the object much better, see README) or ``"stage1"`` (the whole stage-1
+        blend, the paper's Eq. 9).
     """
 
     stage1: StageConfig = STAGE1
@@ -112,12 +119,14 @@ class BlendConfig:
     history: int = 10
     chunk: int = 10
     scales: tuple[float, ...] = field(default=(1.0,))
+    stage2_content: str = "source"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("init", self.init, INITS),
             ("solver", self.solver, SOLVERS),
             ("precision", self.precision, PRECISIONS),
+            ("stage2_content", self.stage2_content, ("source", "stage1")),
             ("stage1.operator", self.stage1.operator, OPERATORS),
             ("stage2.operator", self.stage2.operator, OPERATORS),
         ):
