@@ -37,7 +37,7 @@ CFG = BlendConfig(
 CFG_JSON = {
     "canvas": 32, "source_size": 18, "init": "noise", "chunk": 100, "stage2_enabled": False,
     "solver": "lbfgs",
-    "stage1": {"grad": 1.0, "content": 1e-3, "style": 3e-4, "hist": 1e-4, "tv": 1e-6,
+    "stage1": {"grad": 1.0, "content": 1e-3, "style": 3e-4, "hist": 1e-4, "tv": 1e-6, "range": 0,
                "steps": 4, "style_layers": [list(x) for x in SHALLOW],
                "hist_layers": [["relu2_2", 1.0]]},
 }  # fmt: skip
