@@ -26,7 +26,6 @@ import datetime as dt
 import functools
 import json
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,16 +45,6 @@ RESULTS = ROOT / "bench" / "results"
 # The authors' own outputs on case1, measured with bench/quality.py.
 AUTHORS_STAGE1 = {"grad_err": 3.81, "style_gap": 0.361, "content_gap": 0.359}
 AUTHORS_FINAL = {"grad_err": 25.6, "style_gap": 0.025, "content_gap": 0.466}
-
-
-def _median(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
 
 
 def _scaled_job(size):
@@ -90,7 +79,7 @@ def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
         for precision in precisions:
             for stage in (1, 2):
                 fn, args = eval_program(stage, size, precision, vgg)
-                sec, times = _median(fn, args, repeats)
+                sec, times = hardware._median_time(fn, args, repeats)
                 rows.append({
                     "impl": "jaxblend", "stage": stage, "size": size, "precision": precision,
                     "seconds": sec, "times": times, "vgg_flops": flops,
