@@ -250,3 +250,52 @@ def test_bad_layer_and_input_shape(vgg16):
         features(vgg16.params, np.zeros((8, 8, 3)), ("relu3_4",))
     with pytest.raises(ValueError, match="HxWx3"):
         features(vgg16.params, np.zeros((8, 8)), ("relu1_1",))
+
+
+def test_input_gradient_matches_torch_autograd_in_and_out_of_loops(vgg16):
+    """The custom-VJP convolution and reshape max-pool give torch's input gradient, at top
+    level, inside a ``fori_loop`` body (where the solver runs them) and under ``vmap``."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    layers = ("relu1_2", "pool1", "relu2_2", "relu3_1")
+    rng = np.random.default_rng(3)
+    imgs = rng.uniform(0, 255, (2, 24, 20, 3)).astype(np.float32)
+
+    def loss(p, x):
+        f = features(p, x, layers)
+        return sum(jnp.mean(f[n] ** 2) * (i + 1) for i, n in enumerate(layers))
+
+    grad = jax.grad(loss, argnums=1)
+    top = jax.jit(grad)(vgg16.params, imgs[0])
+    looped = jax.jit(
+        lambda p, x: jax.lax.fori_loop(0, 2, lambda i, g: grad(p, x), jnp.zeros_like(x))
+    )(vgg16.params, imgs[0])
+    batched = jax.jit(jax.vmap(grad, in_axes=(None, 0)))(vgg16.params, imgs)
+
+    p = vgg16.params["params"]
+    w = {
+        k: torch.from_numpy(np.array(v["kernel"]).transpose(3, 2, 0, 1).copy())
+        for k, v in p.items()
+    }
+    b = {k: torch.from_numpy(np.array(v["bias"])) for k, v in p.items()}
+    for k, img in enumerate(imgs):
+        x = torch.from_numpy(img.copy()).requires_grad_(True)
+        h = (x.flip(-1) - torch.from_numpy(CAFFE_MEAN_BGR)).permute(2, 0, 1)[None]
+        acts = {}
+        for name in VGG16_LAYERS[: VGG16_LAYERS.index("relu3_1") + 1]:
+            if name.startswith("conv"):
+                h = F.conv2d(h, w[name], b[name], padding=1)
+            elif name.startswith("relu"):
+                h = F.relu(h)
+            else:
+                h = F.max_pool2d(h, 2, 2)
+            acts[name] = h
+        total = sum((acts[n] ** 2).mean() * (i + 1) for i, n in enumerate(layers))
+        total.backward()
+        ref = x.grad.numpy()
+        assert np.abs(ref).max() > 0
+        tol = 1e-4 * np.abs(ref).max()
+        np.testing.assert_allclose(batched[k], ref, atol=tol)
+        if k == 0:
+            np.testing.assert_allclose(top, ref, atol=tol)
+            np.testing.assert_allclose(looped, ref, atol=tol)
