@@ -545,6 +545,7 @@ def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
     read XLA's memory analysis (arguments + temporaries, minus the shared parameters)."""
     from jaxblend.blend import vgg_spec
     from jaxblend.solve import programs
+    from jaxblend.vgg import _needed_convs
 
     h, w = shape[:2]
     f32 = np.float32
@@ -555,7 +556,16 @@ def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
     data = jax.eval_shape(p.prepare, vgg.params, img, msk, img, img)
     carry = jax.eval_shape(p.start, img, data)
     until = jax.ShapeDtypeStruct((), np.int32)
-    param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(vgg.params))
+    # XLA drops the parameters the objective never reads (convolutions past the deepest
+    # layer used); subtract only those it keeps, which a stack of any size shares.
+    st = cfg.stage1
+    layers = [n for on, ls in ((st.content, st.content_layers), (st.style, st.style_layers),
+                               (st.hist, st.hist_layers)) if on for n, _ in ls]  # fmt: skip
+    used = _needed_convs(tuple(layers), vgg.arch)[1] if layers else ()
+    tree = vgg.params.get("params", vgg.params)
+    param_bytes = sum(
+        x.size * x.dtype.itemsize for k in used for x in jax.tree_util.tree_leaves(tree[k])
+    )
     try:
         m = p.advance.lower(carry, data, until).compile().memory_analysis()
         total = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)

@@ -257,3 +257,49 @@ def test_sigkill_mid_batch_then_rerun_equals_uninterrupted(images, tmp_path):
         _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and "0 ok, 0 failed, 12 skipped" in err, err
     assert len(log.read_text().splitlines()) == len(recs)
+
+
+class _FakeAccelerator:
+    """A device with memory statistics, as GPUs and TPUs report them."""
+
+    platform = "gpu"
+
+    def __init__(self, limit: int, in_use: int = 0):
+        self._stats = {"bytes_limit": limit, "bytes_in_use": in_use}
+
+    def memory_stats(self):
+        return self._stats
+
+
+def test_auto_batch_size_from_measured_per_job_bytes(vgg):
+    from jaxblend.batch import AUTO_CAP, _per_job_bytes, auto_batch_size
+
+    small, how = _per_job_bytes(CFG, vgg, (32, 32, 3))
+    big, _ = _per_job_bytes(CFG, vgg, (64, 64, 3))
+    assert how == "measured"
+    # A job holds at least its image, target, source, mask and L-BFGS history (float32) ...
+    history = 2 * CFG.history * 32 * 32 * 3 * 4
+    assert small >= 4 * 32 * 32 * 3 * 4 + history
+    # ... and its memory grows with the canvas area.
+    assert 3.0 < big / small < 5.0
+    # Half the free device memory, over the per-job bytes, rounded to the device count.
+    devs = [_FakeAccelerator(limit=40 * small + 6 * small, in_use=6 * small)] * 2
+    n, per_job, _ = auto_batch_size(CFG, vgg, (32, 32, 3), devs)
+    assert per_job == small and n == 40
+    devs = [_FakeAccelerator(limit=2 * 7 * small)] * 2
+    assert auto_batch_size(CFG, vgg, (32, 32, 3), devs)[0] == 14
+    assert auto_batch_size(CFG, vgg, (32, 32, 3), [_FakeAccelerator(small)])[0] == 1
+    huge = [_FakeAccelerator(limit=10**6 * small)] * 4
+    assert auto_batch_size(CFG, vgg, (32, 32, 3), huge)[0] == AUTO_CAP
+
+
+def test_cli_batch_size_auto_runs_and_reports(images, tmp_path):
+    m = _manifest(images, _jobs(images, 2), name="auto.jsonl")
+    cmd = [sys.executable, "-m", "jaxblend", "batch", str(m), "--out-dir", str(tmp_path),
+           "--batch-size", "auto", "--config", str(images / "config.json")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(s for s in r.stderr.splitlines() if s.startswith("batch size auto:"))
+    n = int(line.split()[3])
+    assert n >= 1 and n % jax.device_count() == 0 and "measured" in line
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["j0.png", "j1.png"]
