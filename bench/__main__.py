@@ -185,11 +185,17 @@ def time_to_quality(variants, vgg, budget1, budget2):
             marks.append({**i, "t": time.perf_counter() - t0})
 
         r = blend_job(job, config=cfg, vgg=vgg, frames=True, progress=note)
-        offset, prev, s1_at, fin_at, traj = 0, None, None, None, []
-        for m, fr in zip(marks, r.frames):
-            if prev is not None and m["stage"] != prev:
-                offset = r.evaluations[prev]
-            prev = m["stage"]
+        # Coarse scales (scales < 1) report progress but keep no frames; their evaluations
+        # (each on a smaller canvas) count towards stage 1's total.
+        coarse: dict[float, int] = {}
+        for m in marks:
+            if m.get("scale", 1.0) < 1.0:
+                coarse[m["scale"]] = max(coarse.get(m["scale"], 0), m["evaluations"])
+        fine = [m for m in marks if m.get("scale", 1.0) == 1.0]
+        assert len(fine) == len(r.frames), (len(fine), len(r.frames))
+        s1_at, fin_at, traj = None, None, []
+        for m, fr in zip(fine, r.frames):
+            offset = sum(coarse.values()) if m["stage"] == "stage1" else r.evaluations["stage1"]
             q = scorer(fr)
             n = offset + m["evaluations"]
             traj.append({

@@ -104,6 +104,7 @@ def _run_stage(
     batched: bool,
     progress: Progress | None,
     frames: list | None,
+    scale: float = 1.0,
 ):
     p = programs(cfg, spec, masked, config.solver, config.history, batched)
     data = p.prepare(params, target, mask, source, content_ref)
@@ -124,6 +125,7 @@ def _run_stage(
             progress(
                 {
                     "stage": name,
+                    "scale": scale,
                     "evaluations": int(now.max()),
                     "budget": budget,
                     "loss": float(np.asarray(carry.best_value).mean()),
@@ -194,7 +196,7 @@ def run_stages(
             m_s = (_resize(mask[..., None], small)[..., 0] > 0.5).astype(jnp.float32)
             x_s, n, _, _, _ = _run_stage(
                 "stage1", cfg_c, config, spec, vgg.params, x_s, t_s, m_s, s_s, n_s,
-                masked=True, batched=batched, progress=progress, frames=None,
+                masked=True, batched=batched, progress=progress, frames=None, scale=s,
             )  # fmt: skip
             n_coarse = n_coarse + n
             x0 = _resize(x_s, hw)
