@@ -26,6 +26,7 @@ import datetime as dt
 import functools
 import json
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -68,10 +69,11 @@ def eval_program(stage: int, size: int, precision: str, vgg):
     return fn, (ref, data)
 
 
-def in_solver(stage: int, size: int, precision: str, vgg, evals: int) -> dict:
+def in_solver(stage: int, size: int, precision: str, vgg, evals: int, repeats: int = 3) -> dict:
     """Seconds per objective evaluation inside the solver's compiled ``while_loop`` (what a
-    blend spends): L-BFGS from the naive paste, timed over ``evals`` evaluations after two
-    warm-up evaluations (compilation excluded)."""
+    blend spends): L-BFGS from the naive paste, ``repeats`` timed runs of ``evals``
+    evaluations each after three warm-up evaluations (compilation excluded); the median
+    run's seconds per evaluation."""
     from jaxblend.config import STAGE1, STAGE2
     from jaxblend.solve import VGGSpec, evaluations, programs
 
@@ -83,12 +85,17 @@ def in_solver(stage: int, size: int, precision: str, vgg, evals: int) -> dict:
     ref = jnp.asarray(job.naive)
     data = p.prepare(vgg.params, t, m, s, ref)
     carry = jax.block_until_ready(p.advance(p.start(ref, data), data, jnp.int32(3)))
-    n0 = int(evaluations("lbfgs", carry))
-    t0 = time.perf_counter()
-    carry = jax.block_until_ready(p.advance(carry, data, jnp.int32(n0 + evals)))
-    sec = time.perf_counter() - t0
-    n = int(evaluations("lbfgs", carry)) - n0
-    return {"seconds": sec / n, "evaluations": n, "total_seconds": sec}
+    per, runs = [], []
+    for _ in range(repeats):
+        n0 = int(evaluations("lbfgs", carry))
+        t0 = time.perf_counter()
+        carry = jax.block_until_ready(p.advance(carry, data, jnp.int32(n0 + evals)))
+        sec = time.perf_counter() - t0
+        n = int(evaluations("lbfgs", carry)) - n0
+        if n > 0:
+            per.append(sec / n)
+            runs.append({"evaluations": n, "seconds": sec})
+    return {"seconds": statistics.median(per), "runs": runs}
 
 
 def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
@@ -103,7 +110,7 @@ def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
             for stage in (1, 2):
                 fn, args = eval_program(stage, size, precision, vgg)
                 alone, times = hardware._median_time(fn, args, repeats)
-                loop = in_solver(stage, size, precision, vgg, repeats + 2)
+                loop = in_solver(stage, size, precision, vgg, 4, repeats)
                 sec = loop["seconds"]
                 rows.append({
                     "impl": "jaxblend", "stage": stage, "size": size, "precision": precision,
