@@ -463,9 +463,18 @@ def blend_job(
     if _no_boundary(job.mask):
         raise InputError("mask covers the whole canvas, so there is no boundary to blend into")
     rs, cs = solve_window(job.mask)
-    out, _, _ = _solve_batched(
-        job.target[rs, cs], job.source[rs, cs], job.mask[rs, cs], tol, mode, maxiter
+    out = _solve_clipped(
+        job.target[rs, cs], job.source[rs, cs], job.mask[rs, cs], tol, mode=mode, maxiter=maxiter
     )
-    result = np.clip(job.target, 0.0, 255.0)  # one pass: the copy and the clip together
-    result[rs, cs] = np.clip(np.asarray(out), 0.0, 255.0)
+    result = np.array(job.target, np.float32)
+    if result.min() < 0.0 or result.max() > 255.0:
+        np.clip(result, 0.0, 255.0, out=result)
+    result[rs, cs] = np.asarray(out)
     return result
+
+
+@partial(jax.jit, static_argnames=("mode", "maxiter"))
+def _solve_clipped(target, source, mask, tol, mode: str, maxiter: int) -> jax.Array:
+    """:func:`_solve` of one window, clipped to ``[0, 255]`` in the same program."""
+    out, _, _ = _solve(target, source, mask, jnp.asarray(tol, jnp.float32), mode, maxiter)
+    return jnp.clip(out, 0.0, 255.0)
