@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="512 only, fewer repeats")
     args = ap.parse_args()
     sizes = [512] if args.quick else [512, 1024]
-    repeats = 2 if args.quick else 7
+    repeats = 2 if args.quick else 15
     # Jacobi would need ~1e5 iterations here; these budgets keep the run under 8 minutes.
     fpie_iters = {512: 1000} if args.quick else {512: 10000, 1024: 5000}
     fpie_numpy_iters = {512: 100} if args.quick else {512: 1000, 1024: 500}
@@ -223,12 +223,17 @@ def main() -> None:
         info["fpie"] = f"unavailable: {e}"
     print(json.dumps(info, indent=1), flush=True)
     rows = []
+    # jaxblend and OpenCV first, for every size: fpie's numba threads, once started, keep
+    # competing for the two cores and would slow whatever runs after them.
+    compared = {}
     for n in sizes:
         job = make_job(n)
+        compared[n] = (job, *bench_jax_cv2(job, repeats))
+        print(f"[{n}] jaxblend {compared[n][1]}", flush=True)
+        print(f"[{n}] opencv {compared[n][2]}", flush=True)
+    for n in sizes:
+        job, jx, cv, ref = compared[n]
         cover = float(job.mask.mean())
-        jx, cv, ref = bench_jax_cv2(job, repeats)
-        print(f"[{n}] jaxblend {jx}", flush=True)
-        print(f"[{n}] opencv {cv}", flush=True)
         fn = bench_fpie(job, "numba", fpie_iters[n], ref)
         print(f"[{n}] fpie-numba {fn}", flush=True)
         fp = bench_fpie(job, "numpy", fpie_numpy_iters[n], ref)
@@ -237,7 +242,7 @@ def main() -> None:
             {"canvas": n, "mask_fraction": cover, "jaxblend": jx, "opencv": cv}
             | {"fpie_numba": fn, "fpie_numpy": fp}
         )
-    batch = bench_batch(512, 16, max(repeats // 2, 1))
+    batch = bench_batch(512, 16, 2 if args.quick else 5)
     print(f"batch {batch}", flush=True)
     result = {"info": info, "rows": rows, "batch": batch}
     RESULTS.mkdir(parents=True, exist_ok=True)
