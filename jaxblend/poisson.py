@@ -274,23 +274,21 @@ def poisson_system(
 def _solve(
     target: jax.Array, source: jax.Array, mask: jax.Array, tol: jax.Array, mode: str, maxiter: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    # Channels first, materialised once (fused into the stencils below, the transpose was
-    # recomputed for every neighbour read).
-    f = _barrier(jnp.moveaxis(target.astype(jnp.float32), -1, 0))
-    g = _barrier(jnp.moveaxis(source.astype(jnp.float32), -1, 0))
+    f = jnp.moveaxis(target.astype(jnp.float32), -1, 0)
+    g = jnp.moveaxis(source.astype(jnp.float32), -1, 0)
     levels = _hierarchy((mask > 0).astype(jnp.float32))
     m = levels[0].mask
     coarse_inv = _coarse_inverse(levels[-1])
     fine = levels[0]
 
     # b = m * (div v + sum of target neighbours outside the mask); unknowns x = f on the mask.
-    b = _barrier(m * (_guidance_divergence(f, g, mode) + _neighbour_sum((1.0 - m) * f)))
+    b = m * (_guidance_divergence(f, g, mode) + _neighbour_sum((1.0 - m) * f))
     # The pasted source, shifted per channel by the mean target - source step across the
     # mask's boundary: the error left is a smooth membrane without its large constant part.
     ring = (1.0 - m) * jnp.minimum(_neighbour_sum(m), 1.0)
     shift = jnp.sum(ring * (f - g), axis=(-2, -1)) / jnp.maximum(jnp.sum(ring), 1.0)
-    x0 = _barrier(m * (g + shift[:, None, None]))
-    r0 = _barrier(b - _apply(fine, x0))
+    x0 = m * (g + shift[:, None, None])
+    r0 = b - _apply(fine, x0)
 
     def dot(a: jax.Array, c: jax.Array) -> jax.Array:
         return jnp.sum(a * c, axis=(-2, -1))
