@@ -178,6 +178,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array, dtype: str = "float32") -> jax.Arra
     does) than at top level, while a forward convolution with the flipped, transposed kernel
     (HWIO -> spatially reversed HWOI) runs at full speed in both places. The kernel
     gradient keeps the autodiff form; XLA drops it when only the input gradient is used.
+    Like every ``jax.custom_vjp`` it supports reverse mode (``grad``, ``vjp``) and ``vmap``,
+    not forward mode (``jvp``, ``jacfwd``).
     """
     return _conv(x, kernel, dtype)
 
