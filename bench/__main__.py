@@ -53,18 +53,26 @@ def _scaled_job(size):
     return case_job(CASE1, size, round(300 * s), (200 * s, 235 * s))
 
 
-def eval_program(stage: int, size: int, precision: str, vgg):
-    """The jitted value-and-gradient of a stage's objective on case1 at ``size``, and its
-    arguments (the data prepared once, as in the solver)."""
+def _stage_setup(stage: int, size: int, precision: str, vgg):
+    """A stage's configuration and VGG spec, and case1 at ``size`` as canvas arrays:
+    ``(cfg, spec, (target, mask, source), naive paste)``."""
     from jaxblend.config import STAGE1, STAGE2
-    from jaxblend.solve import VGGSpec, objective, prepare
+    from jaxblend.solve import VGGSpec
 
     job = _scaled_job(size)
     cfg = STAGE1 if stage == 1 else STAGE2
     spec = VGGSpec(vgg.arch, vgg.preprocessing, precision)
-    t, m, s = (jnp.asarray(a) for a in (job.target, job.mask, job.source))
-    ref = jnp.asarray(job.naive)
-    data = jax.jit(prepare, static_argnums=(0, 1))(cfg, spec, vgg.params, t, m, s, ref)
+    arrays = tuple(jnp.asarray(a) for a in (job.target, job.mask, job.source))
+    return cfg, spec, arrays, jnp.asarray(job.naive)
+
+
+def eval_program(stage: int, size: int, precision: str, vgg):
+    """The jitted value-and-gradient of a stage's objective on case1 at ``size``, and its
+    arguments (the data prepared once, as in the solver)."""
+    from jaxblend.solve import objective, programs
+
+    cfg, spec, (t, m, s), ref = _stage_setup(stage, size, precision, vgg)
+    data = programs(cfg, spec, stage == 1, "lbfgs", 10, False).prepare(vgg.params, t, m, s, ref)
     fn = jax.jit(jax.value_and_grad(functools.partial(objective, cfg, spec, stage == 1)))
     return fn, (ref, data)
 
@@ -74,15 +82,10 @@ def in_solver(stage: int, size: int, precision: str, vgg, evals: int, repeats: i
     blend spends): L-BFGS from the naive paste, ``repeats`` timed runs of ``evals``
     evaluations each after three warm-up evaluations (compilation excluded); the median
     run's seconds per evaluation."""
-    from jaxblend.config import STAGE1, STAGE2
-    from jaxblend.solve import VGGSpec, evaluations, programs
+    from jaxblend.solve import evaluations, programs
 
-    job = _scaled_job(size)
-    cfg = STAGE1 if stage == 1 else STAGE2
-    spec = VGGSpec(vgg.arch, vgg.preprocessing, precision)
+    cfg, spec, (t, m, s), ref = _stage_setup(stage, size, precision, vgg)
     p = programs(cfg, spec, stage == 1, "lbfgs", 10, False)
-    t, m, s = (jnp.asarray(a) for a in (job.target, job.mask, job.source))
-    ref = jnp.asarray(job.naive)
     data = p.prepare(vgg.params, t, m, s, ref)
     carry = jax.block_until_ready(p.advance(p.start(ref, data), data, jnp.int32(3)))
     per, runs = [], []
@@ -196,9 +199,9 @@ def time_to_quality(variants, vgg, budget1, budget2):
         # (each on a smaller canvas) count towards stage 1's total.
         coarse: dict[float, int] = {}
         for m in marks:
-            if m.get("scale", 1.0) < 1.0:
+            if m["scale"] < 1.0:
                 coarse[m["scale"]] = max(coarse.get(m["scale"], 0), m["evaluations"])
-        fine = [m for m in marks if m.get("scale", 1.0) == 1.0]
+        fine = [m for m in marks if m["scale"] == 1.0]
         assert len(fine) == len(r.frames), (len(fine), len(r.frames))
         s1_at, fin_at, traj = None, None, []
         for m, fr in zip(fine, r.frames):

@@ -558,10 +558,8 @@ def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
     until = jax.ShapeDtypeStruct((), np.int32)
     # XLA drops the parameters the objective never reads (convolutions past the deepest
     # layer used); subtract only those it keeps, which a stack of any size shares.
-    st = cfg.stage1
-    layers = [n for on, ls in ((st.content, st.content_layers), (st.style, st.style_layers),
-                               (st.hist, st.hist_layers)) if on for n, _ in ls]  # fmt: skip
-    used = _needed_convs(tuple(layers), vgg.arch)[1] if layers else ()
+    layers = cfg.stage1.layers()
+    used = _needed_convs(layers, vgg.arch)[1] if layers else ()
     tree = vgg.params.get("params", vgg.params)
     param_bytes = sum(
         x.size * x.dtype.itemsize for k in used for x in jax.tree_util.tree_leaves(tree[k])
