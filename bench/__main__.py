@@ -9,7 +9,8 @@ same run. Sections:
   at each canvas size, achieved GFLOP/s from the counted VGG FLOPs (forward plus
   input-gradient backward, :func:`bench.hardware.vgg16_flops`) and its fraction of the
   matmul rate; the authors' step re-expressed in PyTorch (:mod:`bench.torch_step`) on the
-  same weights and canvas, and the ratio; bfloat16 convolutions beside float32;
+  same weights and canvas, and the ratio (on the GPU, in true float32, when JAX runs on
+  one); bfloat16 (``--bf16``) and TensorFloat-32 (``--tf32``) convolutions beside float32;
 * memory — compiled temporary + argument bytes of one evaluation per job (XLA's
   ``memory_analysis``) and the process's peak host RSS;
 * quality (``--quality``) — time to quality on case1 at the authors' placement (512²):
@@ -102,11 +103,15 @@ def in_solver(stage: int, size: int, precision: str, vgg, evals: int, repeats: i
 
 
 def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
-    from bench import torch_step
     from jaxblend.weights import load_weights
 
     rows = []
     tw = None
+    if torch_sizes:
+        from bench import torch_step
+
+        # The authors' step runs where JAX runs: on the GPU if JAX and PyTorch both see one.
+        torch_device = torch_step.default_device() if jax.default_backend() == "gpu" else "cpu"
     for size in sizes:
         flops = hardware.vgg16_flops(size, size)["forward_backward_flops"]
         for precision in precisions:
@@ -132,18 +137,20 @@ def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
                     for k, v in w["params"].items()
                     for p in ("kernel", "bias")
                 }
-            r = torch_step.time_authors_step(tw, size, repeats=repeats)
+            r = torch_step.time_authors_step(tw, size, repeats=repeats, device=torch_device)
             ours = next(x["seconds"] for x in rows if x["size"] == size and x["stage"] == 1
                         and x["precision"] == "float32")  # fmt: skip
             rows.append({
                 "impl": "authors-torch", "stage": 1, "size": size, "precision": "float32",
                 "seconds": r["seconds_per_eval"], "times": r["times"],
                 "torch": r["torch_version"], "threads": r["threads"],
+                "device": r["device"], "device_name": r["device_name"],
+                "torch_precision": r["precision"],
                 "speedup_of_jaxblend": r["seconds_per_eval"] / ours,
             })  # fmt: skip
             sp = r["seconds_per_eval"]
-            print(f"  authors' step (PyTorch) {size}²: {sp:.3f} s/eval; "
-                  f"jaxblend is {sp / ours:.2f}x faster", flush=True)  # fmt: skip
+            print(f"  authors' step (PyTorch on {r['device_name']}) {size}²: {sp:.3f} s/eval; "
+                  f"jaxblend is {sp / ours:.2f}x faster; {r['precision']}", flush=True)  # fmt: skip
     return rows
 
 
@@ -256,8 +263,9 @@ def markdown(res) -> str:
                 f"{r['matmul_fraction']:.0%} | {ratio} |"
             )
         else:
+            on = r.get("device_name", "cpu")  # results written before devices were recorded
             out.append(
-                f"| authors' step, PyTorch {r['torch']} | 1 | {r['size']}² | float32 | "
+                f"| authors' step, PyTorch {r['torch']} on {on} | 1 | {r['size']}² | float32 | "
                 f"{r['seconds']:.3f} | | | | 1x |"
             )
     if res.get("memory"):
@@ -349,6 +357,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="also time bfloat16 convolutions")
+    ap.add_argument(
+        "--tf32", action="store_true", help="also time TensorFloat-32 convolutions (GPUs)"
+    )
     ap.add_argument("--memory-sizes", type=int, nargs="*", default=None)
     ap.add_argument(
         "--quality", default=None, help="JSON list of BlendConfig overrides per quality run"
@@ -373,7 +384,9 @@ def main(argv=None) -> int:
     info["device"] = f"{jax.devices()[0].platform}-{jax.devices()[0].device_kind}".replace(" ", "_")
     info["date"] = dt.date.today().isoformat()
     print(f"device {info['device']}, {info.get('cpu_count')} cores; versions {info['versions']}")
-    settings = {"sizes": sizes, "repeats": a.repeats, "quick": a.quick, "budget": a.budget}
+    precisions = ["float32"] + ["bfloat16"] * a.bf16 + ["tf32"] * a.tf32
+    settings = {"sizes": sizes, "repeats": a.repeats, "quick": a.quick, "budget": a.budget,
+                "precisions": precisions}  # fmt: skip
     print(f"settings {settings}", flush=True)
     vgg = load_vgg()
     res = {"info": info, "settings": settings}
@@ -384,10 +397,18 @@ def main(argv=None) -> int:
     mm = res["ceilings"]["matmul"]["gflops"]
     print(f"  matmul {mm:.0f} GFLOP/s, conv {res['ceilings']['conv']['gflops']:.0f} GFLOP/s")
     torch_sizes = [] if a.no_torch else [s for s in sizes if not (a.quick and s > 256)]
-    precisions = ["float32", "bfloat16"] if a.bf16 else ["float32"]
-    res["per_eval"] = per_eval(sizes, a.repeats, precisions, torch_sizes, mm, vgg)
+    stem = a.out or f"{info['device']}-{info['date']}"
+    # The files are rewritten after every canvas size and section, so that a run stopped
+    # by a time limit keeps what it measured.
+    res["per_eval"], res["memory"] = [], []
+    for size in sizes:
+        ts = [size] if size in torch_sizes else []
+        res["per_eval"] += per_eval([size], a.repeats, precisions, ts, mm, vgg)
+        _write(res, stem)
     mem_sizes = a.memory_sizes if a.memory_sizes is not None else ([] if a.quick else sizes)
-    res["memory"] = memory(mem_sizes, vgg)
+    for size in mem_sizes:
+        res["memory"] += memory([size], vgg)
+        _write(res, stem)
     if a.quality:
         res["quality"] = time_to_quality(json.loads(a.quality), vgg, *a.budget)
     elif a.quality_from:
@@ -395,13 +416,16 @@ def main(argv=None) -> int:
         res["quality"] = old["quality"]
         res["settings"]["budget"] = old["settings"]["budget"]
         res["settings"]["quality_from"] = f"{Path(a.quality_from).name} ({old['info']['date']})"
-    stem = a.out or f"{info['device']}-{info['date']}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-    (RESULTS / f"{stem}.md").write_text(markdown(res))
+    _write(res, stem)
     print(markdown(res))
     print(f"wrote {RESULTS / (stem + '.json')}")
     return 0
+
+
+def _write(res: dict, stem: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
+    (RESULTS / f"{stem}.md").write_text(markdown(res))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ Case1 as the authors ran it: canvas 512 (the 564² target resized), source and m
 to 300, source centre at row 200, column 235. Runs ``jaxblend.blend`` with the default
 ``BlendConfig`` (overrides with ``--set``), scores the stage-1 and final images and the
 authors' own outputs with the same figures, and writes
-``bench/results/case1-<tag>-<date>.{json,md}`` plus the two images as PNG. Prints the
-command, the figures, the evaluations and the seconds.
+``bench/results/case1-<platform>-<tag>-<date>.{json,md}`` (platform: JAX's backend,
+``cpu``, ``gpu``, ...) plus the two images as PNG. Prints the command, the figures, the
+evaluations and the seconds.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         if p.exists():
             rows[f"authors_{name}"] = scorer(np.asarray(Image.open(p).convert("RGB"), np.float32))
     rows["naive_paste"] = scorer(job.naive)
-    stem = f"case1-{a.tag}-{date}"
+    stem = f"case1-{info['jax_backend']}-{a.tag}-{date}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     save_image(r.stage1, RESULTS / f"{stem}-stage1.png")
     save_image(r.image, RESULTS / f"{stem}-final.png")
@@ -74,9 +75,10 @@ def main(argv=None) -> int:
         "seconds": r.seconds, "wall_seconds": wall, "losses": r.losses,
     }  # fmt: skip
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
+    kind = "" if info["jax_backend"] == "cpu" else f"{info['device_kind']}, "
     md = [
         f"Case1 at the authors' placement (512² canvas, source 300, centre 200,235) on "
-        f"{info['device']} ({info['cpu_count']} cores), {date}: `{cmd.strip()}`",
+        f"{info['device']} ({kind}{info['cpu_count']} cores), {date}: `{cmd.strip()}`",
         "",
         "| image | grad_err | style_gap | content_gap | evaluations | seconds |",
         "|---|---|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""The authors' stage-1 objective evaluation, re-expressed in PyTorch on CPU, for benchmarking.
+"""The authors' stage-1 objective evaluation, re-expressed in PyTorch, for benchmarking.
 
 This is a timing baseline: one call of the function returned by :func:`make_authors_step` does
 what one call of the L-BFGS ``closure`` of the first pass in the authors' ``run.py``
@@ -42,18 +42,24 @@ Deviations from the authors' code, all deliberate:
   counter) is left out; the step takes the image and returns ``(loss, grad)``.
 - ``content_weight`` is applied once (the authors multiply by it twice; it is 1 anyway).
 
-Use ``python -m bench.torch_step --sizes 256 512`` to time it.
+It runs on CPU or a CUDA GPU (``device``; weights, constants and the image all live there).
+:func:`time_authors_step` times it in true float32 -- TensorFloat-32 off for cuDNN
+convolutions and cuBLAS matmuls while it runs, as jaxblend's ``"float32"`` precision
+(``lax.Precision.HIGHEST``) -- and synchronises the GPU before reading the clock.
+
+Use ``python -m bench.torch_step --sizes 256 512 [--device cuda]`` to time it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import time
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +73,7 @@ __all__ = [
     "VggOutputs",
     "authors_box",
     "build_torch_vgg16",
+    "default_device",
     "make_authors_step",
     "make_case_inputs",
     "random_vgg16_weights",
@@ -125,7 +132,7 @@ class _TorchVGG16(torch.nn.Module):
             for i in range(1, n + 1):
                 name = f"conv{b}_{i}"
                 kernel = np.asarray(weights[f"{name}.kernel"])
-                bias = np.asarray(weights[f"{name}.bias"])
+                bias = np.array(weights[f"{name}.bias"])  # a copy: torch needs it writable
                 if kernel.ndim != 4 or kernel.shape[:3] != (3, 3, cin):
                     raise ValueError(
                         f"{name}.kernel: expected (3, 3, {cin}, O), got {kernel.shape}"
@@ -210,12 +217,59 @@ def authors_box(x_center: int, y_center: int, source_size: int) -> tuple[int, in
     return top, left, bottom - top, right - left
 
 
-def _to_nchw(img: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+def _to_nchw(img: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (
         torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))
-        .to(dtype)
+        .to(device=device, dtype=dtype)
         .unsqueeze(0)
     )
+
+
+def default_device() -> str:
+    """``"cuda"`` where PyTorch sees a CUDA GPU, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device) -> Iterator[dict]:
+    """TensorFloat-32 off for cuDNN convolutions and cuBLAS matmuls inside the block (CUDA
+    only; the previous settings are restored). Yields the settings in force, to record.
+
+    Uses the ``fp32_precision`` flags where PyTorch has them (2.9 and later: mixing them with
+    the legacy ``allow_tf32`` flags raises), else ``allow_tf32``.
+    """
+    if device.type != "cuda":
+        yield {"device": str(device), "tf32": "n/a (CPU)"}
+        return
+    b = torch.backends
+    new_api = hasattr(b.cudnn, "conv") and hasattr(b.cudnn.conv, "fp32_precision")
+    if new_api:
+        flags = [
+            (b.cudnn.conv, "fp32_precision", "ieee"),
+            (b.cuda.matmul, "fp32_precision", "ieee"),
+        ]
+        names = ("cudnn.conv.fp32_precision", "cuda.matmul.fp32_precision")
+    else:
+        flags = [(b.cudnn, "allow_tf32", False), (b.cuda.matmul, "allow_tf32", False)]
+        names = ("cudnn.allow_tf32", "cuda.matmul.allow_tf32")
+    previous = [getattr(obj, attr) for obj, attr, _ in flags]
+    try:
+        for obj, attr, value in flags:
+            setattr(obj, attr, value)
+        yield {
+            "device": str(device),
+            "tf32": "off",
+            **{f"torch.backends.{n}": v for n, (_, _, v) in zip(names, flags)},
+            "torch.backends.cudnn.benchmark": bool(b.cudnn.benchmark),
+        }
+    finally:
+        for (obj, attr, _), value in zip(flags, previous):
+            setattr(obj, attr, value)
 
 
 def make_authors_step(
@@ -227,6 +281,7 @@ def make_authors_step(
     *,
     style_on: str = "input",
     dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The authors' stage-1 objective and its gradient, one evaluation per call.
 
@@ -239,6 +294,8 @@ def make_authors_step(
       style_on: ``"input"`` (the authors' code: Grams of the optimised image) or ``"blend"``
         (the paper: Grams of the blend).
       dtype: computation dtype.
+      device: where the network, the constants and the computation live (``"cpu"``,
+        ``"cuda"``, ...); ``x`` is moved there.
 
     Returns:
       ``step(x) -> (loss, grad)`` with ``x`` the optimised image, ``(1, 3, H, W)`` RGB 0-255;
@@ -265,17 +322,19 @@ def make_authors_step(
         raise ValueError(f"box {(top, left, ss_h, ss_w)} does not fit the canvas {(th, tw)}")
     rows, cols = slice(top, top + ss_h), slice(left, left + ss_w)
 
-    vgg = build_torch_vgg16(weights, dtype)
-    lap = _laplacian_conv(dtype)
+    device = torch.device(device)
+    vgg = build_torch_vgg16(weights, dtype).to(device)
+    lap = _laplacian_conv(dtype).to(device)
     mse = torch.nn.MSELoss()
 
     mask01 = (mask > 0).astype(np.float64)
     canvas_mask_np = np.zeros((th, tw))
     canvas_mask_np[rows, cols] = mask01
-    canvas_mask = torch.from_numpy(canvas_mask_np).to(dtype).expand(1, 3, th, tw).contiguous()
-    mask_img = torch.from_numpy(mask01).to(dtype).expand(1, 3, ss_h, ss_w).contiguous()
-    source_img = _to_nchw(source, dtype)
-    target_img = _to_nchw(target, dtype)
+    on = {"device": device, "dtype": dtype}
+    canvas_mask = torch.from_numpy(canvas_mask_np).to(**on).expand(1, 3, th, tw).contiguous()
+    mask_img = torch.from_numpy(mask01).to(**on).expand(1, 3, ss_h, ss_w).contiguous()
+    source_img = _to_nchw(source, dtype, device)
+    target_img = _to_nchw(target, dtype, device)
 
     # compute_gt_gradient: once, before the optimisation loop (as the authors do).
     with torch.no_grad():
@@ -283,14 +342,14 @@ def make_authors_step(
         tgt_lap = _laplacian_per_channel(lap, target_img)
         gt_gradient = []
         for c in range(3):
-            fg = torch.zeros(1, th, tw, dtype=dtype)
+            fg = torch.zeros(1, th, tw, **on)
             fg[:, rows, cols] = src_lap[c] * mask_img[:, c]
             gt_gradient.append(fg + tgt_lap[c] * (1.0 - canvas_mask[:, c]))
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if tuple(x.shape) != (1, 3, th, tw):
             raise ValueError(f"x must be (1, 3, {th}, {tw}), got {tuple(x.shape)}")
-        input_img = x.detach().to(dtype).requires_grad_(True)
+        input_img = x.detach().to(**on).requires_grad_(True)
         blend_img = input_img * canvas_mask + target_img * (canvas_mask - 1) * (-1)
 
         pred_gradient = _laplacian_per_channel(lap, blend_img)
@@ -356,33 +415,43 @@ def time_authors_step(
     *,
     warmup: int = 1,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Median wall time of one authors' stage-1 evaluation on a ``size`` x ``size`` canvas.
 
-    Uses :func:`make_case_inputs` (case1's geometry) and float32. ``threads`` defaults to
-    ``os.cpu_count()``; the previous torch thread count is restored afterwards.
+    Uses :func:`make_case_inputs` (case1's geometry) and float32, TensorFloat-32 off on a
+    GPU. ``threads`` (CPU threads) defaults to ``os.cpu_count()``; the previous torch
+    thread count is restored afterwards. ``device`` defaults to :func:`default_device`. The
+    ``warmup`` calls run first (cuDNN picks its kernels there); each timed call starts and
+    ends with a device synchronisation.
 
     Returns:
       dict with ``seconds_per_eval`` (median), ``times`` (all timed repeats), ``warmup``,
-      ``size``, ``source_size``, ``box``, ``threads``, ``torch_version``, ``loss``.
+      ``size``, ``source_size``, ``box``, ``threads``, ``device``, ``device_name``,
+      ``precision`` (the TF32 settings in force), ``torch_version``, ``loss``.
     """
+    dev = torch.device(device if device is not None else default_device())
     n_threads = int(threads) if threads else (os.cpu_count() or 1)
     previous = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
         target, source, mask, box = make_case_inputs(size, seed=seed)
-        step = make_authors_step(weights, target, source, mask, box)
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-        for _ in range(warmup):
-            step(x)
+        step = make_authors_step(weights, target, source, mask, box, device=dev)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, 3, size, size, generator=gen).to(dev)
         times = []
         loss = float("nan")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            loss_t, grad = step(x)
-            times.append(time.perf_counter() - t0)
-            loss = float(loss_t)
-            del grad
+        with _exact_float32(dev) as precision:
+            for _ in range(warmup):
+                step(x)
+            for _ in range(repeats):
+                _synchronize(dev)
+                t0 = time.perf_counter()
+                loss_t, grad = step(x)
+                _synchronize(dev)
+                times.append(time.perf_counter() - t0)
+                loss = float(loss_t)
+                del grad
     finally:
         torch.set_num_threads(previous)
     return {
@@ -393,6 +462,9 @@ def time_authors_step(
         "source_size": box[2],
         "box": list(box),
         "threads": n_threads,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "precision": precision,
         "torch_version": torch.__version__,
         "loss": loss,
     }
@@ -403,7 +475,12 @@ def _load_weights(path: Path | None) -> tuple[dict[str, np.ndarray], str]:
         from jaxblend.weights import load_weights  # lazy: only when the file exists
 
         weights, _ = load_weights(path)
-        return {k: np.asarray(v, np.float32) for k, v in weights.items()}, str(path)
+        flat = {
+            f"{name}.{part}": np.array(layer[part], np.float32)
+            for name, layer in weights["params"].items()
+            for part in ("kernel", "bias")
+        }
+        return flat, str(path)
     return random_vgg16_weights(0), "random (He init, seed 0)"
 
 
@@ -414,10 +491,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_PATH)
     parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if seen)")
     args = parser.parse_args(argv)
     weights, origin = _load_weights(None if args.random_weights else args.weights)
     for size in args.sizes:
-        result = time_authors_step(weights, size, args.repeats, args.threads)
+        result = time_authors_step(weights, size, args.repeats, args.threads, device=args.device)
         result["weights"] = origin
         print(json.dumps(result))
 

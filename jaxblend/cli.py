@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from jaxblend.config import PRECISIONS
 from jaxblend.errors import InputError, JaxblendError
 
 EXIT_USAGE = 2
@@ -99,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--stage1-out", default=None, help="also write the stage-1 image here")
     b.add_argument("--frames", default=None, help="write optimisation frames to this folder")
     b.add_argument("--seed", type=int, default=None)
-    b.add_argument("--precision", choices=("float32", "bfloat16"), default=None)
+    b.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="VGG convolutions: float32 (exact), bfloat16 or tf32")  # fmt: skip
     b.add_argument("--vgg", default="vgg16", help="vgg16 (shipped), vgg19 or a weight file")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -26,7 +26,7 @@ HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 INITS = ("noise", "paste", "poisson")
 SOLVERS = ("jaxopt", "optax", "lbfgs")
 OPERATORS = ("laplacian", "gradient")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "tf32")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,10 @@ class BlendConfig:
         evaluating every branch: fine for one job, many times slower for a stack.
       stage2_enabled: run the style-refinement stage.
       seed: seed of the noise initialisation.
-      precision: ``"float32"`` or ``"bfloat16"`` VGG convolutions.
+      precision: VGG convolutions in ``"float32"`` (true float32:
+        ``lax.Precision.HIGHEST``, no TensorFloat-32), ``"bfloat16"`` or ``"tf32"``
+        (float32 storage and accumulation at ``lax.Precision.DEFAULT``: TensorFloat-32
+        tensor cores on NVIDIA GPUs, the same as ``"float32"`` on CPU).
       history: L-BFGS memory size.
       chunk: evaluations between progress reports (and video frames).
       scales: coarse-to-fine stage 1: canvas scales in (0, 1] ending with 1.0, e.g.

@@ -35,7 +35,11 @@ TERMS = ("grad", "content", "style", "hist", "tv", "range")
 
 
 class VGGSpec(NamedTuple):
-    """Static description of the feature extractor (hashable)."""
+    """Static description of the feature extractor (hashable).
+
+    ``dtype`` is a :data:`jaxblend.config.PRECISIONS` name: ``"float32"`` (true float32),
+    ``"bfloat16"`` or ``"tf32"`` (float32 with the backend's default convolution precision).
+    """
 
     arch: str = "vgg16"
     preprocessing: str = "caffe"
@@ -68,7 +72,13 @@ def _features(spec: VGGSpec, params, image, layers):
         return {}
     dtype = jnp.bfloat16 if spec.dtype == "bfloat16" else jnp.float32
     feats = vgg_features(
-        params, image, layers, arch=spec.arch, preprocessing=spec.preprocessing, dtype=dtype
+        params,
+        image,
+        layers,
+        arch=spec.arch,
+        preprocessing=spec.preprocessing,
+        dtype=dtype,
+        precision="default" if spec.dtype == "tf32" else None,
     )
     return {k: v.astype(jnp.float32) for k, v in feats.items()}
 

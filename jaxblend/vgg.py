@@ -154,22 +154,36 @@ def preprocess(image: jax.Array, preprocessing: str) -> jax.Array:
     return (x / 255.0 - mean) / std
 
 
-def _conv(x: jax.Array, kernel: jax.Array, dtype: str) -> jax.Array:
-    """Plain 3x3 same-padded NHWC/HWIO convolution in ``dtype``, float32 accumulation."""
-    exact = jnp.dtype(dtype) == jnp.float32
+def _lax_precision(dtype: str, precision: str | None) -> lax.Precision | None:
+    if precision is None:
+        return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
+    if precision.upper() not in lax.Precision.__members__:
+        names = ", ".join(n.lower() for n in lax.Precision.__members__)
+        raise ValueError(f"unknown precision {precision!r}: use None or one of {names}")
+    return lax.Precision[precision.upper()]
+
+
+def _conv(x: jax.Array, kernel: jax.Array, dtype: str, precision: str | None = None) -> jax.Array:
+    """Plain 3x3 same-padded NHWC/HWIO convolution in ``dtype``, float32 accumulation.
+
+    ``precision`` None: ``HIGHEST`` (true float32) for float32, the backend's default for
+    other dtypes; otherwise a ``lax.Precision`` name, e.g. ``"default"``.
+    """
     return lax.conv_general_dilated(
         x.astype(dtype),
         kernel.astype(dtype),
         window_strides=(1, 1),
         padding=((1, 1), (1, 1)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=lax.Precision.HIGHEST if exact else None,
+        precision=_lax_precision(dtype, precision),
         preferred_element_type=jnp.float32,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3(x: jax.Array, kernel: jax.Array, dtype: str = "float32") -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv3x3(
+    x: jax.Array, kernel: jax.Array, dtype: str = "float32", precision: str | None = None
+) -> jax.Array:
     """3x3 convolution, padding 1, whose input gradient is itself a plain forward convolution.
 
     Mathematically the same as ``lax.conv_general_dilated``'s own derivative. The reason for
@@ -179,20 +193,21 @@ def conv3x3(x: jax.Array, kernel: jax.Array, dtype: str = "float32") -> jax.Arra
     (HWIO -> spatially reversed HWOI) runs at full speed in both places. The kernel
     gradient keeps the autodiff form; XLA drops it when only the input gradient is used.
     Like every ``jax.custom_vjp`` it supports reverse mode (``grad``, ``vjp``) and ``vmap``,
-    not forward mode (``jvp``, ``jacfwd``).
+    not forward mode (``jvp``, ``jacfwd``). ``dtype`` and ``precision`` are as in
+    :class:`VGG`; the backward convolution uses the same.
     """
-    return _conv(x, kernel, dtype)
+    return _conv(x, kernel, dtype, precision)
 
 
-def _conv3x3_fwd(x, kernel, dtype):
-    return _conv(x, kernel, dtype), (x, kernel)
+def _conv3x3_fwd(x, kernel, dtype, precision):
+    return _conv(x, kernel, dtype, precision), (x, kernel)
 
 
-def _conv3x3_bwd(dtype, residual, g):
+def _conv3x3_bwd(dtype, precision, residual, g):
     x, kernel = residual
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = _conv(g, flipped, dtype).astype(x.dtype)
-    dk = jax.vjp(lambda k: _conv(x, k, dtype), kernel)[1](g)[0]
+    dx = _conv(g, flipped, dtype, precision).astype(x.dtype)
+    dk = jax.vjp(lambda k: _conv(x, k, dtype, precision), kernel)[1](g)[0]
     return dx, dk
 
 
@@ -216,6 +231,7 @@ class _Conv3x3(nn.Module):
 
     features: int
     dtype: Any = jnp.float32
+    precision: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -232,7 +248,7 @@ class _Conv3x3(nn.Module):
                     )
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), shape[-1:], jnp.float32)
-        y = conv3x3(x, kernel, jnp.dtype(self.dtype).name)
+        y = conv3x3(x, kernel, jnp.dtype(self.dtype).name, self.precision)
         return y + bias.astype(jnp.float32).reshape(1, 1, 1, -1)
 
 
@@ -244,6 +260,10 @@ class VGG(nn.Module):
       preprocessing: ``"caffe"`` or ``"torch"``, the convention of the weights.
       dtype: compute dtype of the convolutions (e.g. ``jnp.bfloat16``); parameters stay
         float32 and convolutions accumulate and return float32.
+      precision: ``None`` -- float32 convolutions at ``lax.Precision.HIGHEST`` (true
+        float32, no TensorFloat-32), other dtypes at the backend's default -- or a
+        ``lax.Precision`` name: ``"default"`` lets float32 convolutions use TensorFloat-32
+        tensor cores on NVIDIA GPUs (on CPU it computes the same as ``None``).
 
     Parameters are ``{"params": {"conv1_1": {"kernel": 3x3xInxOut, "bias": Out}, ...}}``;
     only the convolutions up to the deepest requested layer are used, so weights for
@@ -253,6 +273,7 @@ class VGG(nn.Module):
     arch: str = "vgg16"
     preprocessing: str = "caffe"
     dtype: Any = jnp.float32
+    precision: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, layers: tuple[str, ...]) -> dict[str, jax.Array]:
@@ -275,7 +296,12 @@ class VGG(nn.Module):
         out: dict[str, jax.Array] = {}
         for name in names[: deepest + 1]:
             if name.startswith("conv"):
-                h = _Conv3x3(CHANNELS[int(name[4]) - 1], dtype=self.dtype, name=name)(h)
+                h = _Conv3x3(
+                    CHANNELS[int(name[4]) - 1],
+                    dtype=self.dtype,
+                    precision=self.precision,
+                    name=name,
+                )(h)
             elif name.startswith("relu"):
                 h = nn.relu(h)
             else:
@@ -293,6 +319,7 @@ def features(
     arch: str = "vgg16",
     preprocessing: str = "caffe",
     dtype: Any = jnp.float32,
+    precision: str | None = None,
 ) -> dict[str, jax.Array]:
     """VGG activations of an image, as a pure function of the parameters.
 
@@ -307,6 +334,7 @@ def features(
       arch: ``"vgg16"`` or ``"vgg19"``.
       preprocessing: ``"caffe"`` or ``"torch"`` -- must match the weights.
       dtype: convolution compute dtype (float32 parameters and accumulation regardless).
+      precision: convolution precision, see :class:`VGG` (None: true float32).
 
     Returns:
       Dict layer name -> float32 activation ``H' x W' x C`` (batched if the input is).
@@ -320,11 +348,13 @@ def features(
     msg = _missing_message(inner, layers, arch)
     if msg:
         raise WeightError(msg)
-    module = VGG(arch=arch, preprocessing=preprocessing, dtype=dtype)
+    module = VGG(arch=arch, preprocessing=preprocessing, dtype=dtype, precision=precision)
     return module.apply({"params": inner}, jnp.asarray(image), layers)
 
 
-_features_jit = jax.jit(features, static_argnames=("layers", "arch", "preprocessing", "dtype"))
+_features_jit = jax.jit(
+    features, static_argnames=("layers", "arch", "preprocessing", "dtype", "precision")
+)
 
 
 class VGGModel(NamedTuple):
@@ -365,6 +395,7 @@ class VGGModel(NamedTuple):
             arch=self.arch,
             preprocessing=self.preprocessing,
             dtype=self.module.dtype,
+            precision=self.module.precision,
         )
 
 
@@ -402,7 +433,12 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
     return Path(name_or_path)
 
 
-def load_vgg(name_or_path: str | os.PathLike[str] = "vgg16", *, dtype: Any = None) -> VGGModel:
+def load_vgg(
+    name_or_path: str | os.PathLike[str] = "vgg16",
+    *,
+    dtype: Any = None,
+    precision: str | None = None,
+) -> VGGModel:
     """Load VGG weights by name or path.
 
     Args:
@@ -410,6 +446,7 @@ def load_vgg(name_or_path: str | os.PathLike[str] = "vgg16", *, dtype: Any = Non
         (``vgg19.safetensors`` in :func:`jaxblend.weights.cache_dir`, made by
         ``jaxblend weights fetch vgg19``) or the path of a weight file.
       dtype: convolution compute dtype; None means float32.
+      precision: convolution precision, see :class:`VGG` (None: true float32).
 
     Returns:
       A :class:`VGGModel`.
@@ -421,5 +458,7 @@ def load_vgg(name_or_path: str | os.PathLike[str] = "vgg16", *, dtype: Any = Non
     params, meta = load_weights(path)
     params = jax.tree_util.tree_map(jnp.asarray, params)
     dt = jnp.dtype(jnp.float32 if dtype is None else dtype)
-    module = VGG(arch=meta["arch"], preprocessing=meta["preprocessing"], dtype=dt)
+    module = VGG(
+        arch=meta["arch"], preprocessing=meta["preprocessing"], dtype=dt, precision=precision
+    )
     return VGGModel(module, params, meta["arch"], meta["preprocessing"], path)

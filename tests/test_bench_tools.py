@@ -20,9 +20,12 @@ from bench.torch_step import (  # noqa: E402
     CAFFE_MEAN_BGR,
     STYLE_LAYERS,
     VGG16_BLOCKS,
+    _exact_float32,
     build_torch_vgg16,
+    default_device,
     make_authors_step,
     random_vgg16_weights,
+    time_authors_step,
 )
 
 
@@ -104,6 +107,42 @@ def test_authors_step_rejects_box_outside_canvas():
         make_authors_step(
             weights, np.zeros((16, 16, 3)), np.zeros((8, 8, 3)), np.ones((8, 8)), (10, 0)
         )
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_time_authors_step_on_device_records_it(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    r = time_authors_step(random_vgg16_weights(seed=0), 32, repeats=2, device=device)
+    assert r["device"].startswith(device) and len(r["times"]) == 2
+    assert r["seconds_per_eval"] > 0 and np.isfinite(r["loss"])
+    assert r["precision"]["tf32"] == ("off" if device == "cuda" else "n/a (CPU)")
+    assert default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_torch_step_command_times_the_shipped_weights(capsys):
+    import json
+
+    from bench import torch_step
+
+    torch_step.main(["--sizes", "32", "--repeats", "1", "--device", "cpu"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["weights"].endswith("vgg16_imagenet_blocks1-4.safetensors")
+    assert r["size"] == 32 and r["device"] == "cpu" and np.isfinite(r["loss"])
+
+
+def test_exact_float32_turns_tf32_off_and_restores_the_flags():
+    b = torch.backends
+    if hasattr(b.cudnn, "conv") and hasattr(b.cudnn.conv, "fp32_precision"):
+        flags, off = [(b.cudnn.conv, "fp32_precision"), (b.cuda.matmul, "fp32_precision")], "ieee"
+    else:
+        flags, off = [(b.cudnn, "allow_tf32"), (b.cuda.matmul, "allow_tf32")], False
+    before = [getattr(o, a) for o, a in flags]
+    # Only the backend flags are touched, so this runs without a GPU too.
+    with _exact_float32(torch.device("cuda")) as settings:
+        assert [getattr(o, a) for o, a in flags] == [off, off]
+        assert settings["tf32"] == "off"
+    assert [getattr(o, a) for o, a in flags] == before
 
 
 def test_vgg16_flops_full_network_224():

@@ -210,6 +210,22 @@ def test_only_up_to_deepest_layer_needs_params(vgg16):
     assert "\n" not in str(e.value)
 
 
+def test_shipped_weights_found_from_a_plain_source_tree(monkeypatch):
+    """With the repository on PYTHONPATH and nothing installed there is no package
+    ``jaxblend._weights`` (setup maps weights/ to it); the loader uses weights/ beside the
+    package then."""
+    import importlib.resources
+
+    from jaxblend import vgg
+
+    def not_installed(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(importlib.resources, "files", not_installed)
+    assert vgg._shipped_path(SHIPPED_VGG16) == SHIPPED
+    assert load_vgg("vgg16").path == SHIPPED
+
+
 def test_shipped_weights_stop_at_block4(vgg16):
     img = np.zeros((16, 16, 3), np.float32)
     assert vgg16.features(img, ("pool4",))["pool4"].shape == (1, 1, 512)
@@ -224,6 +240,63 @@ def test_bfloat16_compute_close_to_float32(vgg16, photo):
     got = bf.features(photo[:32, :32], ("relu3_1",))["relu3_1"]
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), ref, atol=0.05 * ref.max())
+
+
+def test_tf32_precision_matches_float32_on_cpu_and_reaches_every_convolution(vgg16, photo):
+    """``precision="tf32"``: float32 storage, convolutions at ``lax.Precision.DEFAULT``
+    (TensorFloat-32 tensor cores on NVIDIA GPUs). On CPU the numbers equal float32's; the
+    compiled objective differs from float32's in the convolutions' precision only."""
+    from jaxblend.config import STAGE1
+    from jaxblend.solve import VGGSpec, objective, prepare
+
+    cpu = jax.default_backend() == "cpu"
+    tol = 1e-5 if cpu else 2e-2  # TF32 keeps 10 mantissa bits on GPUs
+    img = photo[:32, :32]
+    layers = ("relu1_2", "relu3_1")
+    tf32 = load_vgg("vgg16", precision="default")
+    ref, got = vgg16.features(img, layers), tf32.features(img, layers)
+    for n in layers:
+        r = np.asarray(ref[n])
+        assert got[n].dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(got[n]), r, rtol=tol, atol=tol * r.max())
+    with pytest.raises(ValueError, match="unknown precision 'tf32': use None or one of"):
+        features(vgg16.params, img, layers, precision="tf32")  # a config name, not lax's
+
+    target = jnp.asarray(photo[32:, 32:])
+    mask = jnp.zeros((32, 32)).at[8:24, 8:24].set(1.0)
+    source = jnp.where(mask[..., None] > 0, jnp.asarray(img), target)
+    runs = {}
+    for name in ("float32", "tf32"):
+        spec = VGGSpec(vgg16.arch, vgg16.preprocessing, name)
+        data = prepare(STAGE1, spec, vgg16.params, target, mask, source, source)
+        fn = jax.jit(jax.value_and_grad(lambda x, d, s=spec: objective(STAGE1, s, True, x, d)))
+        hlo = fn.lower(source, data).as_text()
+        convs = [line for line in hlo.splitlines() if "stablehlo.convolution" in line]
+        runs[name] = (fn(source, data), {line.split("precision ")[-1][:7] for line in convs})
+    (v32, g32), prec32 = runs["float32"]
+    (vtf, gtf), prec_tf = runs["tf32"]
+    # Forward and backward (custom VJP) convolutions alike.
+    assert prec32 == {"HIGHEST"} and prec_tf == {"DEFAULT"}
+    np.testing.assert_allclose(float(vtf), float(v32), rtol=tol)
+    g32 = np.asarray(g32)
+    np.testing.assert_allclose(np.asarray(gtf), g32, atol=tol * np.abs(g32).max())
+
+
+def test_precision_choices_reach_config_and_cli():
+    from jaxblend.cli import _config_from_args, _parser
+    from jaxblend.config import PRECISIONS, BlendConfig
+    from jaxblend.errors import InputError
+
+    assert PRECISIONS == ("float32", "bfloat16", "tf32")
+    assert BlendConfig(precision="tf32").precision == "tf32"
+    with pytest.raises(InputError, match="float32, bfloat16, tf32"):
+        BlendConfig(precision="tf16")
+    place = ["--source", "s.png", "--mask", "m.png", "--target", "t.png", "-o", "o.png"]
+    for name in PRECISIONS:
+        args = _parser().parse_args(["blend", *place, "--precision", name])
+        assert _config_from_args(args).precision == name
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["blend", *place, "--precision", "float16"])
 
 
 def test_module_init_param_tree_and_layer_names():
