@@ -103,6 +103,7 @@ def in_solver(stage: int, size: int, precision: str, vgg, evals: int, repeats: i
 
 
 def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
+    """``matmul``: the matmul ceiling in GFLOP/s of each precision (a dict), or one number."""
     from jaxblend.weights import load_weights
 
     rows = []
@@ -120,15 +121,17 @@ def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
                 alone, times = hardware._median_time(fn, args, repeats)
                 loop = in_solver(stage, size, precision, vgg, 4, repeats)
                 sec = loop["seconds"]
+                ceiling = matmul[precision] if isinstance(matmul, dict) else matmul
                 rows.append({
                     "impl": "jaxblend", "stage": stage, "size": size, "precision": precision,
                     "seconds": sec, "in_solver": loop, "standalone_seconds": alone,
                     "standalone_times": times, "vgg_flops": flops,
-                    "gflops": flops / sec / 1e9, "matmul_fraction": flops / sec / 1e9 / matmul,
+                    "gflops": flops / sec / 1e9, "matmul_fraction": flops / sec / 1e9 / ceiling,
                 })  # fmt: skip
                 print(f"  jaxblend stage {stage} {size}² {precision}: {sec:.3f} s/eval in the "
                       f"solver ({alone:.3f} s standalone), {flops / sec / 1e9:.0f} GFLOP/s = "
-                      f"{flops / sec / 1e9 / matmul:.0%} of matmul", flush=True)  # fmt: skip
+                      f"{flops / sec / 1e9 / ceiling:.0%} of {precision} matmul",
+                      flush=True)  # fmt: skip
         if size in torch_sizes:
             if tw is None:
                 w, _ = load_weights(ROOT / "weights" / "vgg16_imagenet_blocks1-4.safetensors")
@@ -239,6 +242,16 @@ def time_to_quality(variants, vgg, budget1, budget2):
     return rows
 
 
+def _ceilings_text(ceilings: dict) -> str:
+    conv = f"VGG conv {ceilings['conv']['gflops']:.0f} GFLOP/s"
+    if "matmul_by_precision" in ceilings:
+        mm = ", ".join(f"{p} {r['gflops']:.0f}" for p, r in ceilings["matmul_by_precision"].items())
+        n = next(iter(ceilings["matmul_by_precision"].values()))["n"]
+        return f"matmul ({n}², by precision) {mm} GFLOP/s, {conv}"
+    mm = ceilings["matmul"]
+    return f"matmul ({mm.get('n', 2048)}², default precision) {mm['gflops']:.0f} GFLOP/s, {conv}"
+
+
 def markdown(res) -> str:
     info = res["info"]
     out = [
@@ -246,8 +259,7 @@ def markdown(res) -> str:
         "",
         f"jax {info['versions'].get('jax')}, jaxlib {info['versions'].get('jaxlib')}, "
         f"torch {info['versions'].get('torch')}; {info['cpu_count']} CPU cores; "
-        f"matmul {res['ceilings']['matmul']['gflops']:.0f} GFLOP/s, VGG conv "
-        f"{res['ceilings']['conv']['gflops']:.0f} GFLOP/s (measured in this run).",
+        f"{_ceilings_text(res['ceilings'])} (measured in this run).",
         "",
         "Seconds per objective evaluation (value and gradient) inside the solver's compiled "
         "loop, as a blend runs it, and of the same evaluation compiled alone; GFLOP/s from "
@@ -258,14 +270,18 @@ def markdown(res) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     torch_s = {r["size"]: r["seconds"] for r in res["per_eval"] if r["impl"] == "authors-torch"}
+    # Files from before per-precision ceilings compared every row with one default-precision
+    # matmul: right on a CPU (float32 throughout), not on a GPU (TF32 matmul), so "n/a".
+    comparable = "matmul_by_precision" in res["ceilings"] or info["device"].startswith("cpu")
     for r in res["per_eval"]:
         if r["impl"] == "jaxblend":
             ratio = torch_s.get(r["size"])
             ratio = f"{ratio / r['seconds']:.2f}x faster" if ratio else ""
+            frac = f"{r['matmul_fraction']:.0%}" if comparable else "n/a"
             out.append(
                 f"| jaxblend | {r['stage']} | {r['size']}² | {r['precision']} | "
                 f"{r['seconds']:.3f} | {r['standalone_seconds']:.3f} | {r['gflops']:.0f} | "
-                f"{r['matmul_fraction']:.0%} | {ratio} |"
+                f"{frac} | {ratio} |"
             )
         else:
             on = r.get("device_name", "cpu")  # results written before devices were recorded
@@ -317,6 +333,8 @@ def markdown(res) -> str:
                 f"{sum(q['seconds'].values()):.0f} |"
             )
         out += solver_table(res["quality"])
+    if res.get("notes"):
+        out += ["", res["notes"]]
     return "\n".join(out) + "\n"
 
 
@@ -395,12 +413,17 @@ def main(argv=None) -> int:
     print(f"settings {settings}", flush=True)
     vgg = load_vgg()
     res = {"info": info, "settings": settings}
+    by_precision = {
+        p: hardware.matmul_gflops(repeats=a.repeats + 2, precision=p) for p in precisions
+    }
     res["ceilings"] = {
-        "matmul": hardware.matmul_gflops(repeats=a.repeats + 2),
+        "matmul": by_precision["float32"],
+        "matmul_by_precision": by_precision,
         "conv": hardware.conv_gflops(repeats=a.repeats + 2),
     }
-    mm = res["ceilings"]["matmul"]["gflops"]
-    print(f"  matmul {mm:.0f} GFLOP/s, conv {res['ceilings']['conv']['gflops']:.0f} GFLOP/s")
+    mm = {p: r["gflops"] for p, r in by_precision.items()}
+    print(f"  matmul {', '.join(f'{p} {g:.0f}' for p, g in mm.items())} GFLOP/s, "
+          f"conv {res['ceilings']['conv']['gflops']:.0f} GFLOP/s")  # fmt: skip
     torch_sizes = [] if a.no_torch else [s for s in sizes if not (a.quick and s > 256)]
     stem = a.out or f"{info['device']}-{info['date']}"
     # The files are rewritten after every canvas size and section, so that a run stopped

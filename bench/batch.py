@@ -106,7 +106,13 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300.0)
     ap.add_argument("--tiny-jobs", type=int, default=200)
     ap.add_argument("--tiny-stack", type=int, default=8)
+    ap.add_argument("--render", default=None, help="rewrite the .md of a results .json")
     a = ap.parse_args()
+    if a.render:
+        src = Path(a.render)
+        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
+        print(src.with_suffix(".md").read_text())
+        return
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     info = device_info()
     print(json.dumps(info), flush=True)
@@ -130,20 +136,29 @@ def write(info, settings, stacks, man, a) -> None:
     out = Path(__file__).parent / "results" / f"batch-{jax.default_backend()}-{date}"
     out.parent.mkdir(exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res), flush=True)
+
+
+def markdown(res: dict) -> str:
+    """The results file's table: Part 1 (stack rates), Part 2 (the tiny manifest)."""
+    info, settings, man = res["device"], res["settings"], res["manifest"]
+    steps = settings["steps"]
     lines = [
-        f"# Batch throughput, {info['device_kind']} ({info['cpu_count']} cores), {date}",
+        f"# Batch throughput, {info['device_kind']} ({info['cpu_count']} cores), "
+        f"{info['date'][:10]}",
         "",
         f"jax {info['versions']['jax']}, jaxlib {info['versions']['jaxlib']}, "
         f"optax {info['versions']['optax']}, jaxopt {info['versions']['jaxopt']}; "
         f"{settings['devices']} device(s).",
         "",
         f"Part 1: case1 at 256² (source 150 px), {settings['config']}, "
-        f"steps {a.steps[0]}+{a.steps[1]} evaluations; one stack via run_stages(batched=True).",
+        f"steps {steps[0]}+{steps[1]} evaluations; one stack via run_stages(batched=True).",
         "",
         "| stack | first call s (compile+run) | steady s | jobs/min |",
         "|---:|---:|---:|---:|",
     ]
-    for r in stacks:
+    for r in res["stacks"]:
         if "skipped" in r:
             lines.append(f"| {r['stack']} | skipped ({r['skipped']}) | | |")
         else:
@@ -157,8 +172,9 @@ def write(info, settings, stacks, man, a) -> None:
         "compilation, PNG writes and the fsynced log included).",
         "",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines), flush=True)
+    if res.get("notes"):
+        lines += [res["notes"], ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

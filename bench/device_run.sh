@@ -104,11 +104,12 @@ step() {
   pack
 }
 
-# The code measured: the commit if there is a .git here, and a hash of the Python sources
+# The code measured: a hash of the Python sources, in a fixed (C locale) file order
 # (the same command in a checkout tells whether it matches).
-TREE=$(cat jaxblend/*.py bench/*.py tests/*.py | sha256sum | cut -c1-12)
+TREE=$(LC_ALL=C bash -c 'cat jaxblend/*.py bench/*.py tests/*.py' | sha256sum | cut -c1-12)
 say "jaxblend device run $(date -u +%FT%TZ), SMOKE=$SMOKE, budget ${BUDGET}s," \
-  "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), sources $TREE"
+  "sources $TREE (\`LC_ALL=C bash -c 'cat jaxblend/*.py bench/*.py tests/*.py' | sha256sum\` in a" \
+  "checkout gives the same for the same code; the .git copied there may lag the tree)"
 
 # 0. Environment; a probe runs a JAX and a PyTorch convolution on the GPU in one process.
 probe() {

@@ -149,17 +149,34 @@ def _median_time(fn, args, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> dict:
+def matmul_gflops(
+    n: int | None = None, dtype: str = "float32", repeats: int = 5, precision: str | None = None
+) -> dict:
     """Measured dense ``n x n @ n x n`` matmul rate with jax.numpy on the default device.
 
     ``2 n^3`` FLOPs per product; jitted, ``block_until_ready``, median of ``repeats`` after
-    one warm-up call. Returns ``gflops``, ``seconds`` (median), ``times``, ``n``, ``dtype``,
-    ``device``.
+    one warm-up call. ``precision`` names the arithmetic as the VGG precisions do:
+    ``"float32"`` (``Precision.HIGHEST``, true FP32), ``"tf32"`` (float32 operands at
+    ``Precision.DEFAULT``: TensorFloat-32 on NVIDIA GPUs) or ``"bfloat16"`` (bfloat16
+    operands, float32 accumulation); ``None`` keeps the old behaviour (``dtype`` operands at
+    the default precision). ``n`` defaults to 2048 on CPU and 8192 elsewhere (a GPU needs
+    large products to reach its rate). Returns ``gflops``, ``seconds`` (median), ``times``,
+    ``n``, ``dtype``, ``precision``, ``device``.
     """
+    if n is None:
+        n = 2048 if jax.default_backend() == "cpu" else 8192
+    lax_precision = None
+    if precision is not None:
+        dtype = "bfloat16" if precision == "bfloat16" else "float32"
+        lax_precision = jax.lax.Precision.HIGHEST if precision == "float32" else None
     key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
     a = jax.random.normal(key_a, (n, n), dtype=jnp.dtype(dtype))
     b = jax.random.normal(key_b, (n, n), dtype=jnp.dtype(dtype))
-    seconds, times = _median_time(jax.jit(jnp.matmul), (a, b), repeats)
+
+    def product(x, y):
+        return jnp.matmul(x, y, precision=lax_precision, preferred_element_type=jnp.float32)
+
+    seconds, times = _median_time(jax.jit(product), (a, b), repeats)
     flops = 2 * n**3
     return {
         "gflops": flops / seconds / 1e9,
@@ -167,6 +184,7 @@ def matmul_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> di
         "times": times,
         "n": n,
         "dtype": str(jnp.dtype(dtype)),
+        "precision": precision,
         "flops": flops,
         "device": str(jax.devices()[0]),
     }
