@@ -1,9 +1,10 @@
 """Tests of jaxblend.poisson against independent references.
 
 References: a SciPy sparse direct solve (``spsolve``) of the discrete Poisson system of Pérez
-et al. 2003 (Eq. 7), assembled here pixel pair by pixel pair, independently of the
-library's stencils; and OpenCV's ``seamlessClone`` on cases built so that its conventions
-and ours give the same linear system.
+et al. 2003 (Eq. 7), assembled pixel pair by pixel pair independently of the library's
+stencils (``bench/poisson_reference.py``, shared with the benchmark); and OpenCV's
+``seamlessClone`` on cases built so that its conventions and ours give the same linear
+system.
 """
 
 from __future__ import annotations
@@ -12,58 +13,13 @@ import cv2
 import jax
 import numpy as np
 import pytest
-import scipy.sparse as sp
-import scipy.sparse.linalg as spl
 
+from bench.poisson_reference import reference_solve
 from jaxblend import io
 from jaxblend.errors import InputError
 from jaxblend.poisson import poisson_blend, poisson_solve, poisson_system
 
 CASE1 = io.EXAMPLES_DIR / "case1"
-
-
-def reference_solve(target, source, mask, mode):
-    """Direct sparse solve of Pérez et al. Eq. 7, float64, built from the pixel pairs.
-
-    For p in the mask: |N_p| f_p - sum_{q in N_p, in mask} f_q
-    = sum_{q in N_p, outside mask} f*_q + sum_{q in N_p} v_pq, N_p = in-canvas 4-neighbours.
-    """
-    f = np.asarray(target, np.float64)
-    g = np.asarray(source, np.float64)
-    inside = np.asarray(mask) > 0
-    h, w = inside.shape
-    index = np.full((h, w), -1)
-    index[inside] = np.arange(inside.sum())
-    n = int(inside.sum())
-    diag = np.zeros(n)
-    rhs = np.zeros((n, 3))
-    rows, cols = [], []
-    pi, pj = np.nonzero(inside)
-    for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        qi, qj = pi + di, pj + dj
-        ok = (qi >= 0) & (qi < h) & (qj >= 0) & (qj < w)
-        p, a, b = index[pi[ok], pj[ok]], qi[ok], qj[ok]
-        diag[p] += 1
-        v = g[pi[ok], pj[ok]] - g[a, b]
-        if mode == "mixed":
-            vt = f[pi[ok], pj[ok]] - f[a, b]
-            v = np.where(np.abs(vt) > np.abs(v), vt, v)
-        np.add.at(rhs, p, v)
-        q_in = inside[a, b]
-        np.add.at(rhs, p[~q_in], f[a[~q_in], b[~q_in]])
-        rows.append(p[q_in])
-        cols.append(index[a[q_in], b[q_in]])
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    mat = sp.csc_matrix(
-        (
-            np.concatenate([diag, -np.ones(len(rows))]),
-            (np.r_[np.arange(n), rows], np.r_[np.arange(n), cols]),
-        ),
-        shape=(n, n),
-    )
-    out = f.copy()
-    out[inside] = spl.spsolve(mat, rhs)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -89,23 +45,54 @@ def synthetic(seed=0, size=64):
     return target.astype(np.float32), source.astype(np.float32), mask
 
 
+# The requirement is 0.5 grey level at the default tolerance; the default (relative
+# residual 1e-4) leaves ~0.04-0.08 on these cases, so 0.15 catches a regression well before
+# the requirement fails. A tight tolerance must reach the direct solve to float32 accuracy
+# (the solver iterates on the correction to the pasted source, not on 0-255 values).
+DEFAULT_BAR = 0.15
+TIGHT_BAR = 2e-3
+
+
 @pytest.mark.parametrize("mode", ["normal", "mixed"])
 def test_real_pair_matches_direct_solve(real_job, mode):
-    out = np.asarray(poisson_solve(real_job.target, real_job.source, real_job.mask, mode=mode))
     ref = reference_solve(real_job.target, real_job.source, real_job.mask, mode)
-    assert np.abs(out - ref).max() <= 0.05  # requirement: 0.5 grey level
     outside = real_job.mask == 0
-    np.testing.assert_array_equal(out[outside], real_job.target[outside])
+    for tol, bar in ((None, DEFAULT_BAR), (1e-7, TIGHT_BAR)):
+        kw = {} if tol is None else {"tol": tol}
+        out = np.asarray(
+            poisson_solve(real_job.target, real_job.source, real_job.mask, mode=mode, **kw)
+        )
+        assert np.abs(out - ref).max() <= bar, (tol, np.abs(out - ref).max())
+        np.testing.assert_array_equal(out[outside], real_job.target[outside])
 
 
 @pytest.mark.parametrize("mode", ["normal", "mixed"])
 def test_holes_regions_border_match_direct_solve(mode):
     target, source, mask = synthetic()
-    out = np.asarray(poisson_solve(target, source, mask, mode=mode))
     ref = reference_solve(target, source, mask, mode)
-    assert np.abs(out - ref).max() <= 0.05
-    np.testing.assert_array_equal(out[mask == 0], target[mask == 0])  # bit for bit
-    assert out.dtype == np.float32
+    for tol, bar in ((None, DEFAULT_BAR), (1e-7, TIGHT_BAR)):
+        kw = {} if tol is None else {"tol": tol}
+        out = np.asarray(poisson_solve(target, source, mask, mode=mode, **kw))
+        assert np.abs(out - ref).max() <= bar, (tol, np.abs(out - ref).max())
+        np.testing.assert_array_equal(out[mask == 0], target[mask == 0])  # bit for bit
+        assert out.dtype == np.float32
+
+
+def test_restriction_is_the_transpose_of_prolongation():
+    # <P c, f> = <c, R f> for random c, f, odd and even sizes: the V-cycle is then a
+    # symmetric preconditioner, as conjugate gradients need.
+    from jaxblend.poisson import _prolong, _restrict
+
+    rng = np.random.default_rng(2)
+    for h, w in ((9, 7), (8, 8), (5, 12), (2, 3)):
+        hc, wc = (h + 1) // 2, (w + 1) // 2
+        c = rng.normal(size=(hc, wc)).astype(np.float32)
+        f = rng.normal(size=(h, w)).astype(np.float32)
+        lhs = float(np.sum(np.asarray(_prolong(c, (h, w)), np.float64) * f))
+        rhs = float(np.sum(c * np.asarray(_restrict(f, (hc, wc)), np.float64)))
+        assert abs(lhs - rhs) <= 1e-5 * (abs(lhs) + 1), (h, w, lhs, rhs)
+        # and P is the cell-centred bilinear interpolation: constants are kept
+        np.testing.assert_allclose(np.asarray(_prolong(np.ones((hc, wc)), (h, w))), 1.0)
 
 
 def test_system_helper_matches_reference_rhs():
@@ -161,7 +148,7 @@ def test_blend_crops_to_the_same_solution(real_job):
         reference_solve(real_job.target, real_job.source, real_job.mask, "mixed"), 0, 255
     )
     assert out.dtype == np.float32 and out.shape == real_job.target.shape
-    assert np.abs(out - full).max() <= 0.05
+    assert np.abs(out - full).max() <= DEFAULT_BAR
 
 
 def test_bad_mode_and_no_boundary_raise():
