@@ -3,12 +3,15 @@
     python bench/report.py
 
 Each section of README.md between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` is
-replaced by the newest ``bench/results/<prefix>*.md`` written by a bench script:
+replaced by the newest (by the date in its name, then by name) ``bench/results/*.md`` that
+the section takes. Sections are per platform, so a GPU run does not replace the CPU figures:
 
-* ``perf``: ``python -m bench`` (``<device>-<date>.md``);
-* ``case1``: ``bench/case1.py`` (``case1-*.md``);
-* ``poisson``: ``bench/poisson.py`` (``poisson-*.md``);
-* ``batch``: ``bench/batch.py`` (``batch-*.md``).
+* ``perf`` / ``perf-gpu``: ``python -m bench`` (``cpu-<date>.md`` / ``gpu-<name>-<date>.md``);
+* ``case1`` / ``case1-gpu``: ``bench/case1.py`` (``case1-*.md`` without ``gpu`` in the name,
+  which includes the older ``case1-default-<date>.md`` / ``case1-gpu-*.md``);
+* ``poisson`` / ``poisson-gpu``: ``bench/poisson.py`` (``poisson-cpu-*`` / ``poisson-gpu-*``);
+* ``batch`` / ``batch-gpu``: ``bench/batch.py`` (``batch-cpu-*`` / ``batch-gpu-*``);
+* ``cache``: ``bench/compile_cache.py`` (``compile-cache-cpu-*``).
 
 Every figure in those sections therefore comes from a results file, with its device and date.
 """
@@ -17,33 +20,48 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = {
-    "perf": lambda p: not p.name.startswith(("case1-", "poisson-", "batch-", "calibrate")),
-    "case1": lambda p: p.name.startswith("case1-"),
-    "poisson": lambda p: p.name.startswith("poisson-"),
-    "batch": lambda p: p.name.startswith("batch-"),
+SECTIONS: dict[str, Callable[[str], bool]] = {
+    "perf": lambda n: n.startswith("cpu-"),
+    "perf-gpu": lambda n: n.startswith("gpu-"),
+    "case1": lambda n: n.startswith("case1-") and "gpu" not in n,
+    "case1-gpu": lambda n: n.startswith("case1-gpu-"),
+    "poisson": lambda n: n.startswith("poisson-cpu-"),
+    "poisson-gpu": lambda n: n.startswith("poisson-gpu-"),
+    "batch": lambda n: n.startswith("batch-cpu-"),
+    "batch-gpu": lambda n: n.startswith("batch-gpu-"),
+    "cache": lambda n: n.startswith("compile-cache-cpu-"),
 }
 
 
-def latest(pred) -> Path | None:
+def latest(pred: Callable[[str], bool], results: Path = RESULTS) -> Path | None:
+    """The newest ``results/*.md`` whose file name ``pred`` accepts: by date, then name."""
+
     def date(p: Path) -> str:
         m = re.search(r"\d{4}-\d{2}-\d{2}", p.name)
         return m.group(0) if m else ""
 
-    files = sorted((p for p in RESULTS.glob("*.md") if pred(p)), key=lambda p: (date(p), p.name))
+    files = sorted(
+        (p for p in results.glob("*.md") if pred(p.name)), key=lambda p: (date(p), p.name)
+    )
     return files[-1] if files else None
+
+
+def pick(results: Path = RESULTS) -> dict[str, Path | None]:
+    """The results file each README section takes (None where there is none)."""
+    return {name: latest(pred, results) for name, pred in SECTIONS.items()}
 
 
 def main() -> int:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for name, pred in SECTIONS.items():
-        src = latest(pred)
-        pat = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+    for name, src in pick().items():
+        tag = re.escape(name)
+        pat = re.compile(rf"(<!-- bench:{tag} -->\n).*?(<!-- /bench:{tag} -->)", re.S)
         if not pat.search(text):
             continue
         body = (

@@ -7,6 +7,7 @@ The public surface:
 * :func:`poisson_blend` — classical Poisson image editing (normal and mixed cloning);
 * :func:`load_vgg` — the Flax VGG16/VGG19 feature extractor with ImageNet weights;
 * :class:`BlendConfig`, :class:`StageConfig` — frozen settings;
+* :func:`enable_compilation_cache` — keep compiled programs on disk between processes;
 * :mod:`jaxblend.losses` — the loss terms as pure functions.
 """
 
@@ -15,6 +16,7 @@ from jaxblend.batch import blend_batch as blend_batch
 from jaxblend.blend import BlendResult as BlendResult
 from jaxblend.blend import blend as blend
 from jaxblend.blend import blend_job as blend_job
+from jaxblend.compile_cache import enable_compilation_cache as enable_compilation_cache
 from jaxblend.config import BlendConfig as BlendConfig
 from jaxblend.config import StageConfig as StageConfig
 from jaxblend.errors import InputError as InputError
@@ -36,6 +38,7 @@ __all__ = [
     "blend",
     "blend_batch",
     "blend_job",
+    "enable_compilation_cache",
     "poisson_blend",
     "load_vgg",
     "losses",

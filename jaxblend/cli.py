@@ -1,12 +1,15 @@
 """Command line: a thin argparse layer over the library.
 
 Every user error (:class:`jaxblend.errors.JaxblendError`) is printed as one line
-``jaxblend: error: ...`` and exits with status 2, without a traceback.
+``jaxblend: error: ...`` and exits with status 2, without a traceback. The commands that
+compile (``blend``, ``demo``, ``poisson``, ``batch``) use JAX's persistent compilation cache
+(:mod:`jaxblend.compile_cache`) unless ``--no-compile-cache`` or ``JAXBLEND_COMPILE_CACHE=0``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -17,6 +20,9 @@ from jaxblend.config import PRECISIONS
 from jaxblend.errors import InputError, JaxblendError
 
 EXIT_USAGE = 2
+# Commands that compile XLA programs, and so use the persistent compilation cache.
+COMPILING = ("blend", "demo", "poisson", "batch")
+SWITCHED_OFF = ("0", "false", "no", "off")  # values of JAXBLEND_COMPILE_CACHE
 
 
 def _center(text: str) -> tuple[float, float]:
@@ -84,6 +90,14 @@ def _add_placement(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, help="output image (.png, .jpg)")
 
 
+def _add_cache_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use the compilation cache (also JAXBLEND_COMPILE_CACHE=0)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="jaxblend", description="Deep Image Blending and Poisson image editing in JAX."
@@ -138,7 +152,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="call jax.distributed.initialize() first (multi-host; configured by environment)",
     )
+    for cmd in (b, d, p, bt):
+        _add_cache_flag(cmd)
     return ap
+
+
+def _compile_cache(args: argparse.Namespace) -> None:
+    """Turn the persistent compilation cache on unless switched off; a failure is one line."""
+    off = os.environ.get("JAXBLEND_COMPILE_CACHE", "").strip().lower() in SWITCHED_OFF
+    if args.no_compile_cache or off:
+        return
+    from jaxblend.compile_cache import enable_compilation_cache
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enable_compilation_cache()
+    for w in caught:
+        print(f"jaxblend: warning: {w.message}", file=sys.stderr)
 
 
 def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
@@ -271,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="jaxopt")
             warnings.filterwarnings("ignore", message=".*jaxopt.*", category=DeprecationWarning)
+            if args.cmd in COMPILING:
+                _compile_cache(args)
             return COMMANDS[args.cmd](args)
     except JaxblendError as e:
         print(f"jaxblend: error: {e}", file=sys.stderr)

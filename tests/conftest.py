@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CASE1 = ROOT / "jaxblend" / "examples" / "case1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache_in_tmp(tmp_path_factory):
+    """CLI runs in the tests keep their compilation cache in a temporary folder, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXBLEND_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def case1() -> Path:
     return CASE1

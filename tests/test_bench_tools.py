@@ -16,6 +16,7 @@ from bench.hardware import (  # noqa: E402
     matmul_gflops,
     vgg16_flops,
 )
+from bench.report import pick  # noqa: E402
 from bench.torch_step import (  # noqa: E402
     CAFFE_MEAN_BGR,
     STYLE_LAYERS,
@@ -178,3 +179,35 @@ def test_measured_rates_positive():
     assert m["gflops"] > 0 and c["gflops"] > 0
     info = device_info()
     assert info["cpu_count"] >= 1 and info["versions"]["jax"] == jax.__version__
+
+
+def test_report_picks_each_platforms_newest_file(tmp_path):
+    names = [
+        "cpu-cpu-2026-11-24.md", "cpu-cpu-2026-11-25.md", "gpu-NVIDIA_H200-2026-11-26.md",
+        "gpu-NVIDIA_H100-2026-11-20.md", "case1-default-2026-11-25.md",
+        "case1-cpu-default-2026-11-24.md", "case1-gpu-default-2026-11-26.md",
+        "batch-cpu-2026-11-25.md", "batch-gpu-2026-11-26.md", "batch-cpu-2026-11-24.md",
+        "poisson-cpu-2026-11-25.md", "poisson-gpu-2026-11-26.md",
+        "compile-cache-cpu-2026-11-26.md", "calibrate.jsonl", "cpu-cpu-2026-11-27.json",
+    ]  # fmt: skip
+    for n in names:
+        (tmp_path / n).write_text(n)
+    got = {k: v.name if v else None for k, v in pick(tmp_path).items()}
+    assert got == {
+        "perf": "cpu-cpu-2026-11-25.md",  # the .json of the 27th is not a section's source
+        "perf-gpu": "gpu-NVIDIA_H200-2026-11-26.md",
+        "case1": "case1-default-2026-11-25.md",  # the older name, newer date than case1-cpu
+        "case1-gpu": "case1-gpu-default-2026-11-26.md",
+        "poisson": "poisson-cpu-2026-11-25.md",
+        "poisson-gpu": "poisson-gpu-2026-11-26.md",
+        "batch": "batch-cpu-2026-11-25.md",
+        "batch-gpu": "batch-gpu-2026-11-26.md",
+        "cache": "compile-cache-cpu-2026-11-26.md",
+    }
+    (tmp_path / "case1-cpu-default-2026-11-27.md").write_text("x")
+    for n in ("gpu-NVIDIA_H200-2026-11-26.md", "compile-cache-cpu-2026-11-26.md"):
+        (tmp_path / n).unlink()
+    got = pick(tmp_path)
+    assert got["case1"].name == "case1-cpu-default-2026-11-27.md"
+    assert got["perf-gpu"].name == "gpu-NVIDIA_H100-2026-11-20.md"
+    assert got["perf"].name == "cpu-cpu-2026-11-25.md" and got["cache"] is None

@@ -103,3 +103,56 @@ def test_poisson_cli(tmp_path, case1):
     )  # fmt: skip
     assert p.returncode == 2 and "outside" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "q.png").exists()
+
+
+def _cache_env(cache, **extra):
+    env = {k: v for k, v in os.environ.items() if k != "JAXBLEND_COMPILE_CACHE"}
+    return {**env, "JAXBLEND_CACHE_DIR": str(cache), **extra}
+
+
+def _entries(cache):
+    return {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} if cache.exists() else {}
+
+
+def test_compile_cache_fills_then_serves_the_same_programs(tmp_path, case1):
+    """The first blend writes every compiled program; the second loads them, same bytes."""
+    cache = tmp_path / "xla"
+    args = ("blend", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+            "--target", str(case1 / "target.png"), "--center", "13,15", "--canvas", "32",
+            "--source-size", "18", "--steps", "2", "2", "--quiet")  # fmt: skip
+    p = run(*args, "-o", str(tmp_path / "a.png"), env=_cache_env(cache))
+    assert p.returncode == 0, p.stderr
+    first = _entries(cache)
+    assert len(first) >= 3, first  # VGG objective programs of both stages, Poisson start, ...
+    assert not any(n.startswith(".write-test") for n in first)
+    p = run(*args, "-o", str(tmp_path / "b.png"), env=_cache_env(cache))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    # A program compiled again would be written again (new mtime) or under a new key.
+    assert _entries(cache) == first
+
+
+def test_compile_cache_off_switches_and_unwritable_folder(tmp_path, case1):
+    args = ("poisson", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+            "--target", str(case1 / "target.png"), "--center", "30,34", "--canvas", "64",
+            "--source-size", "36")  # fmt: skip
+    cache = tmp_path / "xla"
+    p = run(*args, "--no-compile-cache", "-o", str(tmp_path / "a.png"), env=_cache_env(cache))
+    assert p.returncode == 0, p.stderr
+    env = _cache_env(cache, JAXBLEND_COMPILE_CACHE="0")
+    p = run(*args, "-o", str(tmp_path / "b.png"), env=env)
+    assert p.returncode == 0, p.stderr
+    assert _entries(cache) == {}
+    p = run(*args, "-o", str(tmp_path / "c.png"), env=_cache_env(cache))  # on by default
+    assert p.returncode == 0, p.stderr
+    assert len(_entries(cache)) >= 1
+    # A folder that cannot be created (its parent is a file): one warning line, same result.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    p = run(*args, "-o", str(tmp_path / "d.png"), env=_cache_env(blocker / "xla"))
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxblend: warning: compilation cache off")
+    assert str(blocker / "xla") in lines[0]
+    ref = (tmp_path / "a.png").read_bytes()
+    assert all((tmp_path / f"{c}.png").read_bytes() == ref for c in "bcd")
