@@ -356,10 +356,12 @@ def _solve_channel(
     )
     # b = m * (div v + sum of target neighbours outside the mask).
     if mode == "normal":  # div v = deg * g - sum of the neighbours of g
-        b = m * (deg * g - _neighbour_sum(g) + _neighbour_sum(out * f))
+        zero = jnp.zeros_like(mg)
+        fg, gg, og = _put(zero, f), _put(zero, g), _put(zero, out)  # ghosted, zero rings
+        b = m * (deg * g - _nsum(gg) + _nsum(og * fg))
         # b - A(m * (g + s)) simplifies to the step across the boundary, summed over the
         # outside neighbours: m * sum_q (1 - m_q) * (f_q - g_q - s).
-        r0 = m * _neighbour_sum(out * (f - g - s))
+        r0 = m * _nsum(og * (fg - gg - s))
     else:
         b = m * (_guidance_divergence(f, g, mode) + _neighbour_sum(out * f))
         x0 = m * (g + s)
@@ -414,7 +416,7 @@ def _solve(
     levels = _hierarchy(m)
     inv = _coarse_inverse(levels[-1])
     masks = [_ghost(x) for x in levels]
-    ring = (1.0 - m) * jnp.minimum(_neighbour_sum(m), 1.0)  # target pixels next to the mask
+    ring = (1.0 - m) * jnp.minimum(_nsum(masks[0]), 1.0)  # target pixels next to the mask
     parts = [
         _solve_channel(target[..., c], source[..., c], masks, inv, ring, tol, mode, maxiter)
         for c in range(target.shape[-1])
