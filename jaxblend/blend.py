@@ -71,11 +71,7 @@ def initial_image(
     if init == "poisson":
         from jaxblend.poisson import poisson_solve
 
-        if source.ndim == 4:
-            return jax.vmap(lambda t, s, m: poisson_solve(t, s, m, mode="normal"))(
-                target, source, mask
-            )
-        return poisson_solve(target, source, mask, mode="normal")
+        return poisson_solve(target, source, mask, mode="normal")  # a stack: one loop
     if init == "noise":
         seeds = jnp.atleast_1d(jnp.asarray(seed, jnp.uint32))
         shape = target.shape[-3:]
