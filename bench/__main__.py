@@ -397,9 +397,9 @@ def main(argv=None) -> int:
     )
     a = ap.parse_args(argv)
     if a.render:
-        src = Path(a.render)
-        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
-        print(src.with_suffix(".md").read_text())
+        from bench.report import rerender
+
+        print(rerender(a.render, markdown))
         return 0
 
     sizes = a.sizes or ([256] if a.quick else [256, 512])

@@ -109,9 +109,9 @@ def main() -> None:
     ap.add_argument("--render", default=None, help="rewrite the .md of a results .json")
     a = ap.parse_args()
     if a.render:
-        src = Path(a.render)
-        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
-        print(src.with_suffix(".md").read_text())
+        from bench.report import rerender
+
+        print(rerender(a.render, markdown))
         return
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     info = device_info()

@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))  # bench.report, when run as a script
 CASE = ROOT / "jaxblend" / "examples" / "case1"
 PLACED = ["--source", str(CASE / "source.png"), "--mask", str(CASE / "mask.png"),
           "--target", str(CASE / "target.png")]  # fmt: skip
@@ -190,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", default=None, help="rewrite the .md of a results .json")
     a = ap.parse_args(argv)
     if a.render:
-        src = Path(a.render)
-        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
-        print(src.with_suffix(".md").read_text())
+        from bench.report import rerender
+
+        print(rerender(a.render, markdown))
         return 0
     info = json.loads(
         subprocess.run(

@@ -210,9 +210,9 @@ def main() -> None:
     ap.add_argument("--render", default=None, help="rewrite the .md of a results .json")
     args = ap.parse_args()
     if args.render:
-        src = Path(args.render)
-        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
-        print(src.with_suffix(".md").read_text())
+        from bench.report import rerender
+
+        print(rerender(args.render, markdown))
         return
     sizes = [512] if args.quick else [512, 1024]
     repeats = 2 if args.quick else 15

@@ -18,6 +18,7 @@ Every figure in those sections therefore comes from a results file, with its dev
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -54,6 +55,15 @@ def latest(pred: Callable[[str], bool], results: Path = RESULTS) -> Path | None:
 def pick(results: Path = RESULTS) -> dict[str, Path | None]:
     """The results file each README section takes (None where there is none)."""
     return {name: latest(pred, results) for name, pred in SECTIONS.items()}
+
+
+def rerender(results_json: str | Path, markdown) -> str:
+    """Rewrite the ``.md`` beside a results ``.json`` with a bench script's ``markdown``
+    (the ``--render`` option of every bench script); returns the new text."""
+    src = Path(results_json)
+    text = markdown(json.loads(src.read_text()))
+    src.with_suffix(".md").write_text(text)
+    return text
 
 
 def main() -> int:

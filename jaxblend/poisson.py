@@ -173,9 +173,9 @@ def _restrict_axis(f: jax.Array, nc: int, axis: int) -> jax.Array:
 
 
 def _restrict(f: jax.Array, shape: tuple[int, int]) -> jax.Array:
-    # Columns first (the pairs of the minor axis), then rows on half the data: measured
-    # 8% faster per V-cycle restriction than rows first at 544 x 672.
-    return _restrict_axis(_restrict_axis(f, shape[1], -1), shape[0], -2)
+    """The 2-D restriction ``P^T``; :func:`_vcycle` applies the same two passes (rows, then
+    columns) with the intermediate written out."""
+    return _restrict_axis(_restrict_axis(f, shape[0], -2), shape[1], -1)
 
 
 def _hierarchy(mask: jax.Array) -> list[jax.Array]:
@@ -408,9 +408,9 @@ def _solve(
     """The jitted solve of one job: ``(solution canvas, most CG iterations of a channel,
     largest relative residual of a channel)``.
 
-    Each colour channel is its own 2-D problem with its own ``while_loop`` (the three run
-    side by side, and XLA splits each one's 2-D stencils evenly over the CPU's threads,
-    which a channels-first 3-D array of 3 rows would not allow).
+    Each colour channel is its own 2-D problem with its own ``while_loop``, run one after
+    the other: XLA splits each one's 2-D stencils evenly over the CPU's threads, which a
+    channels-first 3-D array of 3 rows would not allow.
     """
     target = target.astype(jnp.float32)
     source = source.astype(jnp.float32)
@@ -503,7 +503,7 @@ def _solve_batched(target, source, mask, tol, mode, maxiter):
     The solver broadcasts over leading axes itself, with one stopping test for the whole
     stack (the jobs that converge first go on improving until the last one stops). Under
     ``jax.vmap`` instead, a per-job stopping test makes JAX select between old and new
-    values of every loop buffer at every step, which made 16 jobs at 512² 1.4x slower.
+    values of every loop buffer at every step (16 jobs at 512²: 1.74 s against 1.48 s).
     """
     target = jnp.asarray(target)
     source = jnp.asarray(source)
