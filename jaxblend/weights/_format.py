@@ -192,7 +192,7 @@ def load_weights(
     if meta.get("preprocessing") not in PREPROCESSING:
         raise WeightError(
             f"{path} names unknown preprocessing {meta.get('preprocessing')!r}; "
-            "expected caffe or torch"
+            f"expected one of {', '.join(PREPROCESSING)}"
         )
     shapes = conv_shapes(arch)
     names = list(shapes)
