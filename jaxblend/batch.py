@@ -104,6 +104,7 @@ def _layout(job: Any, cfg: BlendConfig) -> Job:
         return place(
             _field(job, "source"), _field(job, "target"), _field(job, "mask"), center=center,
             canvas=cfg.canvas, source_size=cfg.source_size,
+            mask_threshold=_field(job, "mask_threshold", 0) or 0,
         )  # fmt: skip
     except JaxblendError:
         raise
@@ -371,9 +372,11 @@ def read_manifest(manifest: str | os.PathLike) -> list[dict]:
     """Read a JSON Lines (``.jsonl``/``.json``) or CSV (``.csv``) manifest, one job a line.
 
     Fields: ``id, source, mask, target, center`` (``"row,col"``, ``[row, col]`` or
-    ``center_row``/``center_col``) and optional ``canvas, source_size, steps, init, seed``.
-    Paths are relative to the manifest's folder. Raises :class:`InputError` (one line) for
-    a malformed manifest, a missing field, or duplicate or missing ids.
+    ``center_row``/``center_col``) and optional ``canvas, source_size, steps, init, seed,
+    mask_threshold``; ``mask`` may be left out for a source with an alpha channel (the
+    alpha is the mask). Paths are relative to the manifest's folder. Raises
+    :class:`InputError` (one line) for a malformed manifest, a missing field, or duplicate
+    or missing ids.
     """
     path = Path(manifest)
     if not path.is_file():
@@ -421,9 +424,12 @@ def read_manifest(manifest: str | os.PathLike) -> list[dict]:
         job: dict[str, Any] = {"id": jid}
         for k in ("source", "mask", "target"):
             v = row.get(k)
-            if v in (None, ""):
+            if v in (None, "") and k == "mask":
+                job[k] = None  # the source's alpha channel is the mask
+            elif v in (None, ""):
                 raise InputError(f"{where}: missing {k}")
-            job[k] = path.parent / str(v)
+            else:
+                job[k] = path.parent / str(v)
         job["center"] = _center(row, where)
         for k in ("canvas", "source_size", "seed"):
             v = row.get(k)
@@ -432,6 +438,15 @@ def read_manifest(manifest: str | os.PathLike) -> list[dict]:
                     job[k] = int(v)
                 except (TypeError, ValueError):
                     raise InputError(f"{where}: {k} must be an integer, got {v!r}") from None
+        if row.get("mask_threshold") not in (None, ""):
+            try:
+                job["mask_threshold"] = float(row["mask_threshold"])
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"{where}: mask_threshold must be a number, got {row['mask_threshold']!r}"
+                ) from None
+            if not 0 <= job["mask_threshold"] < 255:
+                raise InputError(f"{where}: mask_threshold must be in [0, 255)")
         if row.get("init") not in (None, ""):
             job["init"] = str(row["init"])
         if row.get("steps") not in (None, ""):
@@ -505,8 +520,11 @@ def _record(jid: str, r: Any, finite: bool, out: Path | None) -> dict:
 
 class _Progress:
     def __init__(self, total: int, quiet: bool) -> None:
+        from jaxblend.progress import StatusLine
+
         self.total, self.quiet, self.done = total, quiet, 0
         self.t0 = time.perf_counter()
+        self.line = StatusLine()  # in place on a terminal, a line per update elsewhere
 
     def __call__(self, n: int) -> None:
         self.done += n
@@ -516,11 +534,10 @@ class _Progress:
         rate = self.done / dt * 60 if dt > 0 else 0.0
         left = self.total - self.done
         eta = left / rate * 60 if rate > 0 else float("nan")
-        sys.stderr.write(
-            f"\rbatch {self.done}/{self.total} jobs  {rate:6.1f} jobs/min  {dt:6.1f}s  "
+        self.line.update(
+            f"batch {self.done}/{self.total} jobs  {rate:6.1f} jobs/min  {dt:6.1f}s  "
             f"eta {eta:6.1f}s"
         )
-        sys.stderr.flush()
 
 
 def _available_bytes(device: Any) -> int:
@@ -686,14 +703,13 @@ def run_manifest(
                 if not isinstance(r, Exception):
                     path = save_image(r.image, out / f"{jid}.png")
                 rec = _record(jid, r, finite, path)
-                if rec["error"]:
-                    say(f"\njob {jid}: {rec['status']}: {rec['error']}")
+                if rec["error"] and not quiet:
+                    bar.line.note(f"job {jid}: {rec['status']}: {rec['error']}")
                 counts[rec["status"]] += 1
                 records.append(rec)
             _append(log, records)
             bar(len(chunk))
-        if not quiet:
-            sys.stderr.write("\n")
+        bar.line.end()
     dt = time.perf_counter() - t_start
     rate = (counts["ok"] + counts["nonfinite"]) / dt * 60 if dt > 0 else 0.0
     extra = f", {counts['nonfinite']} nonfinite" if counts["nonfinite"] else ""

@@ -241,7 +241,7 @@ def _scalar_losses(losses: dict, i: int | None = None) -> dict:
 def blend(
     source: ImageLike,
     target: ImageLike,
-    mask: ImageLike,
+    mask: ImageLike | None = None,
     *,
     center: tuple[int, int] | None = None,
     config: BlendConfig | None = None,
@@ -253,7 +253,8 @@ def blend(
 
     Args:
       source, target, mask: paths, PIL images or arrays (RGB ``H x W x 3`` 0–255 and a
-        mask of the source's size whose nonzero pixels mark the object).
+        mask of the source's size whose nonzero pixels mark the object; ``None``: the
+        source's alpha channel, for an RGBA cutout).
       center: ``(row, col)`` on the canvas where the source's centre goes (default: the
         canvas centre).
       config: a :class:`BlendConfig` (canvas size, source size, per-stage weights and

