@@ -8,10 +8,13 @@ The public surface:
 * :func:`load_vgg` — the Flax VGG16/VGG19 feature extractor with ImageNet weights;
 * :class:`BlendConfig`, :class:`StageConfig` — frozen settings;
 * :func:`enable_compilation_cache` — keep compiled programs on disk between processes;
+* :func:`place` — lay a job out on the canvas (``mask=None``: an RGBA source's alpha);
+* :mod:`jaxblend.masks` — make masks (alpha, plain background, GrabCut) and previews;
 * :mod:`jaxblend.losses` — the loss terms as pure functions.
 """
 
 from jaxblend import losses as losses
+from jaxblend import masks as masks
 from jaxblend.batch import blend_batch as blend_batch
 from jaxblend.blend import BlendResult as BlendResult
 from jaxblend.blend import blend as blend
@@ -42,5 +45,6 @@ __all__ = [
     "poisson_blend",
     "load_vgg",
     "losses",
+    "masks",
     "place",
 ]
