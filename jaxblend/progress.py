@@ -75,6 +75,10 @@ def stage_plan(config: Any) -> list[tuple[str, float, int]]:
     return plan
 
 
+def _secs(x: float) -> str:
+    return f"{x:.1f}s" if x < 10 else f"{x:.0f}s"
+
+
 def _label(stage: str, scale: float) -> str:
     return stage if scale == 1.0 else f"{stage} (scale {scale:g})"
 
@@ -176,14 +180,14 @@ class BlendProgress:
         if self._first is None:
             self._first = (now, n)
             hint = self._rates.get(key[1])
-            eta = f"eta ~{(budget - n) * hint:.0f}s" if hint and n < budget else "eta measuring"
+            eta = f"eta ~{_secs((budget - n) * hint)}" if hint and n < budget else "eta measuring"
             timing = f"{dt:.1f}s incl. compiling"
         else:
             t1, n1 = self._first
             if n > n1:
                 self._rates[key[1]] = (now - t1) / (n - n1)
             rate = self._rates.get(key[1])
-            eta = f"eta {(budget - n) * rate:.0f}s" if rate else "eta measuring"
+            eta = f"eta {_secs((budget - n) * rate)}" if rate else "eta measuring"
             timing = f"{dt:.1f}s, {rate:.3g} s/eval" if rate else f"{dt:.1f}s"
         if not self.quiet:
             fill = int(min(1.0, n / budget) * self.width)

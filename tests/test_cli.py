@@ -156,3 +156,168 @@ def test_compile_cache_off_switches_and_unwritable_folder(tmp_path, case1):
     assert str(blocker / "xla") in lines[0]
     ref = (tmp_path / "a.png").read_bytes()
     assert all((tmp_path / f"{c}.png").read_bytes() == ref for c in "bcd")
+
+
+# --------------------------------------------------------------------------- issue 16
+
+
+@pytest.fixture
+def rgba_cutout(case1, tmp_path):
+    """case1's source with its mask as alpha, and that alpha saved as a grey mask."""
+    src = np.asarray(Image.open(case1 / "source.png").convert("RGB"))
+    alpha = np.asarray(Image.open(case1 / "mask.png").convert("L"))
+    Image.fromarray(np.dstack([src, alpha])).save(tmp_path / "cut.png")
+    Image.fromarray(alpha).save(tmp_path / "alpha.png")
+    return tmp_path / "cut.png", tmp_path / "alpha.png"
+
+
+def test_rgba_source_without_mask_blends_like_its_alpha_as_mask(tmp_path, case1, rgba_cutout):
+    """blend and poisson: no --mask on an RGBA cutout = its alpha passed as --mask; and the
+    progress written to a pipe (not a terminal) is plain lines, one per phase and update."""
+    cut, alpha = rgba_cutout
+    place = ("--target", str(case1 / "target.png"), "--center", "13,15", "--canvas", "32",
+             "--source-size", "18")  # fmt: skip
+    blend = ("blend", "--source", str(cut), *place, "--steps", "1", "1")
+    p = run(*blend, "-o", str(tmp_path / "a.png"))
+    assert p.returncode == 0, p.stderr
+    q = run(*blend, "--mask", str(alpha), "-o", str(tmp_path / "b.png"))
+    assert q.returncode == 0, q.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert "\r" not in p.stderr
+    for phase in ("loading weights", "Poisson start", "stage1: compiling", "stage1 [",
+                  "stage2: compiling", "stage2 [", "writing"):  # fmt: skip
+        assert phase in p.stderr, (phase, p.stderr)
+    assert "eta 0.0s" not in p.stderr
+    pois = ("poisson", "--source", str(cut), *place, "--quiet")
+    p = run(*pois, "-o", str(tmp_path / "c.png"))
+    q = run(*pois, "--mask", str(alpha), "-o", str(tmp_path / "d.png"))
+    assert p.returncode == 0 and q.returncode == 0, p.stderr + q.stderr
+    assert p.stderr == ""  # --quiet
+    assert (tmp_path / "c.png").read_bytes() == (tmp_path / "d.png").read_bytes()
+    p = run("poisson", "--source", str(case1 / "source.png"), *place, "-o", str(tmp_path / "e.png"))
+    assert p.returncode == 2 and "no alpha channel" in p.stderr and "Traceback" not in p.stderr
+
+
+def _subcommands(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def test_help_of_every_subcommand_shows_each_default():
+    import argparse
+
+    from jaxblend.cli import _parser
+
+    seen = 0
+    for name, sub in _subcommands(_parser()):
+        for action in sub._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.option_strings)
+            if action.required:
+                continue
+            fmt = sub._get_formatter()
+            fmt.add_argument(action)
+            text = " ".join(fmt.format_help().split())
+            assert "default" in text, (name, text)
+            seen += 1
+    assert seen > 30
+    # the real entry point, with the values of BlendConfig's defaults
+    p = run("blend", "--help")
+    text = " ".join(p.stdout.split())
+    for shown in ("(default: 512)", "(default: 40 30)", "(default: poisson)",
+                  "(default: lbfgs)", "(default: 0)", "(default: float32)",
+                  "(default: the canvas centre)", "(default: the source's own size)",
+                  "(default: the source's alpha channel"):  # fmt: skip
+        assert shown in text, shown
+    p = run("batch", "--help")
+    for field in ("id", "source", "mask", "target", "center", "canvas", "source_size", "steps",
+                  "init", "seed", "mask_threshold"):  # fmt: skip
+        assert f"\n  {field} " in p.stdout, field
+    assert '{"id": "cat1", "source": "src/cat.png"' in p.stdout
+    p = run("mask", "--help")
+    assert "pip install opencv-python-headless" in " ".join(p.stdout.split())
+
+
+def test_version_and_negative_center():
+    from importlib.metadata import version
+
+    from jaxblend.cli import _join_negative_numbers, _parser
+
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"jaxblend {version('jaxblend')}"
+    argv = ["place", "--source", "s.png", "--target", "t.png", "--center", "-20,32", "-o", "o.png"]
+    args = _parser().parse_args(_join_negative_numbers(argv))
+    assert args.center == (-20.0, 32.0)
+    argv = [
+        "mask",
+        "--source",
+        "s.png",
+        "--method",
+        "grabcut",
+        "--rect",
+        "-1,2,30,40",
+        "-o",
+        "m.png",
+    ]
+    assert _parser().parse_args(_join_negative_numbers(argv)).rect == (-1, 2, 30, 40)
+
+
+def test_place_previews_and_prints_the_manifest_line(tmp_path, case1, rgba_cutout):
+    import json
+
+    from jaxblend.batch import _layout, job_config, read_manifest
+    from jaxblend.config import BlendConfig
+    from jaxblend.masks import OUTLINE
+
+    cut, _ = rgba_cutout
+    args = ("place", "--source", "cut.png", "--target", str(case1 / "target.png"),
+            "--canvas", "64", "--source-size", "36", "-o", "prev.png")  # fmt: skip
+    p = run(*args, "--center", "30,34", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    line = json.loads(p.stdout)
+    assert line == {"id": "cut", "source": "cut.png", "target": str(case1 / "target.png"),
+                    "center": [30, 34], "canvas": 64, "source_size": 36}  # fmt: skip
+    prev = np.asarray(Image.open(tmp_path / "prev.png"))
+    assert prev.shape == (64, 64, 3) and (prev == OUTLINE).all(-1).any()
+    # the line is a job for `jaxblend batch`, laid out just as the preview was
+    (tmp_path / "jobs.jsonl").write_text(p.stdout)
+    (job,) = read_manifest(tmp_path / "jobs.jsonl")
+    laid = _layout(job, job_config(BlendConfig(), job))
+    assert laid.placement == (12, 16, 36, 36)
+    # a negative centre parses (and is then refused as outside the canvas, in one line)
+    p = run(*args, "--center", "-20,32", cwd=tmp_path)
+    assert p.returncode == 2 and "outside the 64x64 canvas" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_cli_outputs_follow_the_umask(tmp_path, case1, umask, mode):
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxblend", "place", "--source", str(case1 / "source.png"),
+         "--mask", str(case1 / "mask.png"), "--target", str(case1 / "target.png"),
+         "--canvas", "64", "--source-size", "36", "-o", str(tmp_path / "p.png")],
+        capture_output=True, text=True, timeout=600, umask=umask,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == mode
+
+
+def test_soft_mask_warning_on_the_command_line(tmp_path, case1):
+    m = np.asarray(Image.open(case1 / "mask.png"))
+    Image.fromarray(m).save(tmp_path / "mask.jpg", quality=60)
+    args = ("place", "--source", str(case1 / "source.png"), "--mask", str(tmp_path / "mask.jpg"),
+            "--target", str(case1 / "target.png"), "--canvas", "64", "--source-size", "36",
+            "-o", str(tmp_path / "p.png"))  # fmt: skip
+    p = run(*args)
+    assert p.returncode == 0, p.stderr
+    warn = [ln for ln in p.stderr.splitlines() if ln.startswith("jaxblend: warning:")]
+    assert len(warn) == 1 and "% of the image's pixels" in warn[0] and "--mask-threshold" in warn[0]
+    p = run(*args, "--mask-threshold", "127")
+    assert p.returncode == 0 and "jaxblend: warning" not in p.stderr
+    assert '"mask_threshold": 127' in p.stdout
