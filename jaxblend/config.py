@@ -43,6 +43,14 @@ class StageConfig:
       content_layers, style_layers, hist_layers: ``((layer, weight), ...)``.
       operator: ``"laplacian"`` (the authors') or ``"gradient"`` (first-order) for Eq. 6.
       mixed: Pérez's mixed guidance: the stronger of source/target gradient per pixel.
+      normalize: divide each term by the job's own scale, computed once per job, so that
+        one set of weights means the same on every image: the gradient and TV terms by the
+        naive paste's, the style term layer by layer by the naive paste's (so 1.0 = naive
+        paste, as ``style_gap``), the content term layer by layer by the distance between
+        the target's and the reference's features (1.0 = the object replaced by the
+        scene, as ``content_gap``). Not in the paper; off in the ``paper`` preset.
+      band: when positive, the gradient term covers only the pixels within ``band`` px of
+        the mask edge (a seam term for the style refinement) instead of the whole canvas.
     """
 
     grad: float = 0.0
@@ -57,6 +65,8 @@ class StageConfig:
     hist_layers: LayerWeights = HIST_LAYERS
     operator: str = "laplacian"
     mixed: bool = False
+    normalize: bool = False
+    band: int = 0
 
     def layers(self) -> tuple[str, ...]:
         """The VGG layers this stage's active terms read (sorted, no repeats)."""

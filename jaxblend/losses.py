@@ -111,16 +111,44 @@ def guidance(
     )
 
 
-def gradient_loss(blend: ArrayLike, guide: ArrayLike, *, operator: str = "laplacian") -> jax.Array:
+def gradient_loss(
+    blend: ArrayLike,
+    guide: ArrayLike,
+    *,
+    operator: str = "laplacian",
+    weight: ArrayLike | None = None,
+) -> jax.Array:
     """Poisson gradient loss (Eq. 6): ``mean((D(I_B) − guide)²)``.
 
     Args:
       blend: ``H x W x C`` blended image ``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)``.
       guide: the output of :func:`guidance` for the same ``operator``.
       operator: ``"laplacian"`` or ``"gradient"``.
+      weight: optional ``H x W`` pixel weights (e.g. a band across the mask boundary, see
+        :func:`boundary_band`); the loss is then ``Σ w (D(I_B) − guide)² / (C Σ w)``.
     """
     d = laplacian if operator == "laplacian" else forward_differences
-    return jnp.mean((d(blend) - jnp.asarray(guide)) ** 2)
+    err = (d(blend) - jnp.asarray(guide)) ** 2
+    if weight is None:
+        return jnp.mean(err)
+    w = jnp.asarray(weight)
+    w = w.reshape(w.shape + (1,) * (err.ndim - 2))
+    per_pixel = err.size // (err.shape[0] * err.shape[1])
+    return jnp.sum(err * w) / (jnp.maximum(jnp.sum(w), 1.0) * per_pixel)
+
+
+def boundary_band(mask: ArrayLike, radius: int) -> jax.Array:
+    """``H x W`` indicator of the pixels within ``radius`` px (Chebyshev) of the mask edge:
+    the mask dilated by ``radius`` minus the mask eroded by ``radius`` (square windows)."""
+    m = jnp.asarray(mask) > 0.5
+    k = 2 * int(radius) + 1
+    win = (k, k)
+
+    def grow(x):
+        x = x.astype(jnp.float32)
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, win, (1, 1), "SAME") > 0.5
+
+    return (grow(m) & grow(~m)).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------- VGG terms

@@ -56,6 +56,8 @@ class StageData(NamedTuple):
     content_ref: dict  # layer -> features of the content reference
     grams: dict  # layer -> target Gram matrix
     sorted: dict  # layer -> target's sorted features
+    scale: dict  # per-job term scales ({} unless cfg.normalize): see StageConfig.normalize
+    band: jax.Array  # H x W weights of the gradient term (ones unless cfg.band)
 
 
 class Carry(NamedTuple):
@@ -97,6 +99,8 @@ def prepare(
     mask: jax.Array,
     source: jax.Array,
     content_ref: jax.Array,
+    *,
+    masked: bool = True,
 ) -> StageData:
     """Compute a stage's constants once per job.
 
@@ -107,16 +111,42 @@ def prepare(
       target, mask, source: the canvas arrays of the job (source pasted on the target).
       content_ref: the image whose features the content term keeps (the source for
         stage 1, the stage-1 blend for stage 2).
+      masked: whether the content term is masked (Eq. 7) or not (Eq. 9).
     """
     guide = losses.guidance(source, target, mask, operator=cfg.operator, mixed=cfg.mixed)
     c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
     s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
     h_layers = tuple(n for n, _ in cfg.hist_layers) if cfg.hist else ()
     ref = _features(spec, params, content_ref, c_layers)
-    tf = _features(spec, params, target, tuple(sorted(set(s_layers) | set(h_layers))))
+    t_layers = set(s_layers) | set(h_layers) | (set(c_layers) if cfg.normalize else set())
+    tf = _features(spec, params, target, tuple(sorted(t_layers)))
     grams = {n: losses.gram(tf[n]) for n in s_layers}
     srt = {n: losses.sorted_channels(tf[n]) for n in h_layers}
-    return StageData(params, target, mask, guide, ref, grams, srt)
+    if cfg.band:
+        band = losses.boundary_band(mask, cfg.band)
+    else:
+        band = jnp.ones(mask.shape, jnp.float32)
+    scale: dict = {}
+    if cfg.normalize:
+        # The job's own yardsticks, once per job (prepare-time VGG passes only): the naive
+        # paste's gradient, TV and per-layer style terms, and per layer the content
+        # distance of the scene itself from the reference.
+        naive = composite(source, target, mask)
+        tiny = jnp.float32(1e-12)
+        scale["grad"] = jnp.maximum(
+            losses.gradient_loss(naive, guide, operator=cfg.operator, weight=band), tiny
+        )
+        scale["tv"] = jnp.maximum(losses.tv_loss(naive), tiny)
+        nf = _features(spec, params, naive, s_layers)
+        scale["style"] = {
+            n: jnp.maximum(jnp.mean((losses.gram(nf[n]) - grams[n]) ** 2), tiny) for n in s_layers
+        }
+        m = mask if masked else None
+        scale["content"] = {
+            n: jnp.maximum(losses.content_loss(tf, ref, m, weights={n: 1.0}), tiny)
+            for n in c_layers
+        }
+    return StageData(params, target, mask, guide, ref, grams, srt, scale, band)
 
 
 def loss_terms(
@@ -127,25 +157,30 @@ def loss_terms(
     feats = _features(spec, data.params, blend, cfg.layers())
     zero = jnp.float32(0)
     out = {t: zero for t in TERMS}
+    sc = data.scale
     if cfg.grad:
-        out["grad"] = cfg.grad * losses.gradient_loss(blend, data.guide, operator=cfg.operator)
+        g = losses.gradient_loss(
+            blend, data.guide, operator=cfg.operator, weight=data.band if cfg.band else None
+        )
+        out["grad"] = cfg.grad * (g / sc["grad"] if sc else g)
     if cfg.content:
+        # Normalised: the layers' mean gap (each divided by its own scale).
+        c_sum = sum(a for _, a in cfg.content_layers)
+        cw = {n: (a / (c_sum * sc["content"][n]) if sc else a) for n, a in cfg.content_layers}
         out["content"] = cfg.content * losses.content_loss(
-            feats,
-            data.content_ref,
-            data.mask if masked else None,
-            weights=dict(cfg.content_layers),
+            feats, data.content_ref, data.mask if masked else None, weights=cw
         )
     if cfg.style:
-        out["style"] = cfg.style * losses.style_loss(
-            feats, data.grams, weights=dict(cfg.style_layers)
-        )
+        s_sum = sum(b for _, b in cfg.style_layers)
+        sw = {n: (b / (s_sum * sc["style"][n]) if sc else b) for n, b in cfg.style_layers}
+        out["style"] = cfg.style * losses.style_loss(feats, data.grams, weights=sw)
     if cfg.hist:
         out["hist"] = cfg.hist * losses.histogram_loss(
             feats, data.sorted, weights=dict(cfg.hist_layers)
         )
     if cfg.tv:
-        out["tv"] = cfg.tv * losses.tv_loss(blend)
+        tv = losses.tv_loss(blend)
+        out["tv"] = cfg.tv * (tv / sc["tv"] if sc else tv)
     if cfg.range:
         out["range"] = cfg.range * losses.range_loss(blend)
     return out
@@ -246,12 +281,12 @@ def programs(
     ``batched=True`` each program is ``vmap``-ped over a leading job axis (parameters
     shared).
     """
-    prep = functools.partial(prepare, cfg, spec)
+    prep = functools.partial(prepare, cfg, spec, masked=masked)
     st = functools.partial(start, cfg, spec, masked, kind, history)
     adv = functools.partial(advance, cfg, spec, masked, kind, history)
     terms = functools.partial(loss_terms, cfg, spec, masked=masked)
     if batched:
-        d_axes = StageData(None, 0, 0, 0, 0, 0, 0)
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, None))
