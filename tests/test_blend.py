@@ -231,3 +231,37 @@ def test_poisson_init_starts_from_the_poisson_blend(vgg, job):
     assert float(pois["losses"]["stage1"]["grad"][0]) < 0.5 * float(
         paste["losses"]["stage1"]["grad"][0]
     )
+
+
+def test_normalized_terms_are_one_at_the_naive_paste(case1):
+    """With normalize=True each term is measured against the job's own scale: the naive
+    paste scores 1.0 on the gradient (band), style and TV terms, and the scene itself 1.0
+    on the content term."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxblend.io import place
+    from jaxblend.solve import VGGSpec, composite, programs
+    from jaxblend.vgg import load_vgg
+
+    job = place(
+        case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+        center=(25, 29), canvas=64, source_size=38,
+    )  # fmt: skip
+    cfg = dataclasses.replace(
+        BlendConfig().stage2,
+        normalize=True, grad=1.0, band=2, style=1.0, content=1.0, tv=1.0, range=0.0,
+    )  # fmt: skip
+    t, s, m = (jnp.asarray(a) for a in (job.target, job.source, job.mask))
+    p = programs(cfg, VGGSpec(), True, "lbfgs", 5, False)
+    naive = composite(s, t, m)
+    data = p.prepare(load_vgg().params, t, m, s, naive)
+    at_naive = {k: float(v) for k, v in p.terms(naive, data).items()}
+    assert at_naive["grad"] == pytest.approx(1.0, rel=1e-4)
+    assert at_naive["style"] == pytest.approx(1.0, rel=1e-4)
+    assert at_naive["tv"] == pytest.approx(1.0, rel=1e-4)
+    assert at_naive["content"] == pytest.approx(0.0, abs=1e-6)
+    at_target = {k: float(v) for k, v in p.terms(t, data).items()}
+    assert at_target["content"] == pytest.approx(1.0, rel=1e-4)
+    assert at_target["style"] == pytest.approx(0.0, abs=1e-6)

@@ -179,3 +179,27 @@ def test_gradients_finite(name, rng):
     g = jax.jit(jax.grad(fns[name]))(x)
     assert np.all(np.isfinite(np.asarray(g)))
     assert np.any(np.asarray(g) != 0)
+
+
+def test_boundary_band_matches_scipy(rng):
+    m = ndimage.gaussian_filter(rng.normal(size=(40, 48)), 3) > 0.1
+    for r in (1, 3):
+        sq = np.ones((2 * r + 1, 2 * r + 1), bool)
+        want = ndimage.binary_dilation(m, sq) & ~ndimage.binary_erosion(m, sq, border_value=1)
+        got = np.asarray(jax.jit(losses.boundary_band, static_argnums=1)(m.astype(np.float32), r))
+        np.testing.assert_array_equal(got > 0.5, want)
+
+
+def test_weighted_gradient_loss(rng):
+    blend, guide = rng.normal(size=(2, 16, 16, 3))
+    w = np.zeros((16, 16))
+    w[4:8, 2:9] = 1
+    err = (np.asarray(losses.laplacian(blend)) - guide) ** 2
+    want = err[w > 0].mean()
+    got = losses.gradient_loss(blend, guide, weight=w)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(losses.gradient_loss(blend, guide, weight=np.ones((16, 16)))),
+        float(losses.gradient_loss(blend, guide)),
+        rtol=1e-6,
+    )
