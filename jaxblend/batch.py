@@ -695,21 +695,23 @@ def run_manifest(
             )
         bar = _Progress(len(todo), quiet)
         stream = _iter_batch(todo, config, batch_size=size, vgg=vgg, devices=devices)
-        for chunk in stream:
-            records = []
-            for i, r, finite in chunk:
-                jid = todo[i]["id"]
-                path = None
-                if not isinstance(r, Exception):
-                    path = save_image(r.image, out / f"{jid}.png")
-                rec = _record(jid, r, finite, path)
-                if rec["error"] and not quiet:
-                    bar.line.note(f"job {jid}: {rec['status']}: {rec['error']}")
-                counts[rec["status"]] += 1
-                records.append(rec)
-            _append(log, records)
-            bar(len(chunk))
-        bar.line.end()
+        try:
+            for chunk in stream:
+                records = []
+                for i, r, finite in chunk:
+                    jid = todo[i]["id"]
+                    path = None
+                    if not isinstance(r, Exception):
+                        path = save_image(r.image, out / f"{jid}.png")
+                    rec = _record(jid, r, finite, path)
+                    if rec["error"] and not quiet:
+                        bar.line.note(f"job {jid}: {rec['status']}: {rec['error']}")
+                    counts[rec["status"]] += 1
+                    records.append(rec)
+                _append(log, records)
+                bar(len(chunk))
+        finally:
+            bar.line.end()  # Ctrl-C: the message after it starts a fresh line
     dt = time.perf_counter() - t_start
     rate = (counts["ok"] + counts["nonfinite"]) / dt * 60 if dt > 0 else 0.0
     extra = f", {counts['nonfinite']} nonfinite" if counts["nonfinite"] else ""
