@@ -189,6 +189,8 @@ class BlendProgress:
             rate = self._rates.get(key[1])
             eta = f"eta {_secs((budget - n) * rate)}" if rate else "eta measuring"
             timing = f"{dt:.1f}s, {rate:.3g} s/eval" if rate else f"{dt:.1f}s"
+        if n >= budget:
+            eta = "done"
         if not self.quiet:
             fill = int(min(1.0, n / budget) * self.width)
             bar = "#" * fill + "." * (self.width - fill)
