@@ -229,7 +229,7 @@ def _iter_batch(
         yield [(i, e, True) for i, e in sorted(failed.items())]
     if not ready:
         return
-    vgg = load_vgg() if vgg is None else vgg
+    vgg = load_vgg(config.network) if vgg is None else vgg
     for cfg, part, padded in _stacks(ready, batch_size, len(devs)):
         yield _solve_stack(cfg, vgg, part, padded, devs)
 
@@ -681,7 +681,7 @@ def run_manifest(
         from jaxblend.vgg import load_vgg
 
         devices = tuple(jax.local_devices())
-        vgg = load_vgg()
+        vgg = load_vgg(config.network)
         if auto:
             cfg0 = job_config(config, todo[0])
             try:

@@ -167,6 +167,13 @@ def run_stages(
     best finite iterate was kept); per job along the leading axis when ``batched``.
     """
     spec = vgg_spec(vgg, config.precision)
+    if config.style_strength != 1.0:
+        k = float(config.style_strength)
+        config = config.replace(
+            stage1=dataclasses.replace(config.stage1, style=config.stage1.style * k),
+            stage2=dataclasses.replace(config.stage2, style=config.stage2.style * k),
+            style_strength=1.0,
+        )
     target = jnp.asarray(target, jnp.float32)
     source = jnp.asarray(source, jnp.float32)
     mask = jnp.asarray(mask, jnp.float32)
@@ -291,7 +298,7 @@ def blend_job(
     from jaxblend.vgg import load_vgg
 
     config = BlendConfig() if config is None else config
-    vgg = load_vgg() if vgg is None else vgg
+    vgg = load_vgg(config.network) if vgg is None else vgg
     fr: list | None = [] if frames else None
     out = run_stages(config, vgg, job.target, job.source, job.mask, progress=progress, frames=fr)
     img = np.asarray(out["image"])

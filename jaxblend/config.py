@@ -118,6 +118,11 @@ class BlendConfig:
         pasted, inside the mask, as stage 1's Eq. 7 — the default: at the same style it
         keeps the object much better, see README) or ``"stage1"`` (the whole stage-1
         blend, the paper's Eq. 9).
+      network: the VGG :func:`jaxblend.load_vgg` loads when no model is passed
+        (``"vgg16"``, the shipped one; ``"vgg19"``, ``"vgg16-torchvision"`` and
+        ``"vgg16-authors"`` come with ``jaxblend weights fetch``).
+      style_strength: a factor on both stages' style weights: above 1 more of the scene's
+        style, below 1 less (0 turns the style terms off).
     """
 
     stage1: StageConfig = STAGE1
@@ -133,6 +138,8 @@ class BlendConfig:
     chunk: int = 10
     scales: tuple[float, ...] = field(default=(1.0,))
     stage2_content: str = "source"
+    network: str = "vgg16"
+    style_strength: float = 1.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -148,6 +155,10 @@ class BlendConfig:
         for s in (self.stage1, self.stage2):
             if int(s.steps) < 1:
                 raise InputError(f"steps must be at least 1, got {s.steps}")
+        if not (self.style_strength >= 0 and self.style_strength < float("inf")):
+            raise InputError(
+                f"style_strength must be a finite number >= 0, got {self.style_strength}"
+            )
         if self.chunk < 1:
             raise InputError(f"chunk must be at least 1, got {self.chunk}")
         if not self.scales or any(not 0 < s <= 1 for s in self.scales) or self.scales[-1] != 1:

@@ -1,0 +1,80 @@
+"""Named configurations: jaxblend's defaults, the paper's formulation and the authors' code.
+
+* ``"default"`` — :class:`~jaxblend.config.BlendConfig` as it is (see README "Defaults").
+* ``"v0.1"`` — jaxblend 0.1's defaults (calibrated on case1 alone): no per-job
+  normalisation, every style layer in stage 2, content at relu2_2, no seam term there.
+* ``"paper"`` — the paper's formulation on the shipped VGG16: as ``"v0.1"`` but stage 2
+  keeps the whole stage-1 blend's content (Eq. 9) and stage 1 starts from noise. The
+  histogram term (Eq. 11) is off, as in the authors' code (``hist`` turns it on).
+* ``"authors"`` — what the authors' public code runs: torchvision VGG16 fed raw 0–255
+  values minus their ``MeanShift`` mean (``network="vgg16-authors"``, fetched with
+  ``jaxblend weights fetch vgg16-torchvision``), Gram ÷ C·H·W and MSE means (our
+  normalisations already), stage 1 grad 1e4, style 1e4, content 1, TV 1e-6, stage 2 style
+  1e7, content 1, TV 1e-6, noise start, 1000 evaluations per stage, no histogram term.
+  Their square resizing is :func:`jaxblend.io.place`'s business (resize target and source
+  to squares before placing); their stage 2 also repaints the background, ours does not.
+
+Example:
+  >>> cfg = preset("authors", canvas=512)
+  >>> jaxblend.blend(src, tgt, mask, center=(200, 235), config=cfg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxblend.config import (
+    CONTENT_LAYERS,
+    HIST_LAYERS,
+    STYLE_LAYERS,
+    BlendConfig,
+    StageConfig,
+)
+from jaxblend.errors import InputError
+
+__all__ = ["PRESETS", "preset"]
+
+_AUTHORS_STYLE = STYLE_LAYERS  # relu1_2, relu2_2, relu3_3, relu4_3 (their VGG16 layers)
+_V01_STAGE1 = StageConfig(
+    grad=3.0, content=1e-4, style=1.5e-3, tv=1e-6, range=1.0, steps=40,
+    content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, hist_layers=HIST_LAYERS,
+)  # fmt: skip
+_V01_STAGE2 = StageConfig(
+    content=1e-3, style=3e-2, tv=1e-6, range=1.0, steps=30,
+    content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, hist_layers=HIST_LAYERS,
+)  # fmt: skip
+
+PRESETS: dict[str, BlendConfig] = {
+    "default": BlendConfig(),
+    "v0.1": BlendConfig(stage1=_V01_STAGE1, stage2=_V01_STAGE2),
+    "paper": BlendConfig(
+        stage1=_V01_STAGE1, stage2=_V01_STAGE2, init="noise", stage2_content="stage1"
+    ),
+    "authors": BlendConfig(
+        stage1=StageConfig(
+            grad=1e4, content=1.0, style=1e4, tv=1e-6, steps=1000,
+            content_layers=CONTENT_LAYERS, style_layers=_AUTHORS_STYLE,
+        ),
+        stage2=StageConfig(
+            content=1.0, style=1e7, tv=1e-6, steps=1000,
+            content_layers=CONTENT_LAYERS, style_layers=_AUTHORS_STYLE,
+        ),
+        init="noise",
+        stage2_content="stage1",
+        network="vgg16-authors",
+    ),
+}  # fmt: skip
+
+
+def preset(name: str, **changes: Any) -> BlendConfig:
+    """The named configuration, with ``BlendConfig`` fields changed (``steps1``/``steps2``
+    set the stage budgets, as :meth:`BlendConfig.replace`)."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(BlendConfig)} | {"steps1", "steps2"}
+    bad = sorted(set(changes) - fields)
+    if bad:
+        raise InputError(f"unknown BlendConfig field(s) {bad} for preset {name!r}")
+    return cfg.replace(**changes)
