@@ -32,7 +32,7 @@ def test_preset_changes_and_errors():
     assert set(PRESETS) >= {"default", "paper", "authors", "v0.1"}
 
 
-def test_style_strength_scales_style_weights_only():
+def test_style_strength_is_validated():
     with pytest.raises(InputError, match="style_strength"):
         BlendConfig(style_strength=-1)
     with pytest.raises(InputError, match="style_strength"):
