@@ -503,8 +503,8 @@ def _cmd_blend(args: argparse.Namespace) -> int:
     bar = BlendProgress(quiet=args.quiet)
     try:
         job = _layout(args, cfg.canvas, cfg.source_size)
-        bar.phase(f"loading weights: {args.vgg}")
-        vgg = load_vgg(args.vgg)
+        vgg = load_vgg(args.vgg)  # before any progress line: a missing file is a one-line error
+        bar.phase(f"loaded weights: {args.vgg} ({vgg.arch})")
         result = run_blend(job, config=cfg, vgg=vgg, progress=bar, frames=args.frames is not None)
         bar.phase(f"writing {args.out}")
         save_image(result.image, args.out)

@@ -89,10 +89,9 @@ def run_demo(
     if phases:
         progress.phase("Poisson start: solving (compiled on first use of this canvas size)")
     poisson = np.asarray(poisson_solve(job.target, job.source, job.mask, mode="normal"))
-    if phases:
-        progress.phase("loading weights: vgg16")
     vgg = load_vgg()
     if phases:
+        progress.phase("loaded weights: vgg16")
         progress.expect(cfg)
     result = blend_job(job, config=cfg, vgg=vgg, progress=progress)
     if phases:

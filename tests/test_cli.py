@@ -184,7 +184,7 @@ def test_rgba_source_without_mask_blends_like_its_alpha_as_mask(tmp_path, case1,
     assert q.returncode == 0, q.stderr
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert "\r" not in p.stderr
-    for phase in ("loading weights", "Poisson start", "stage1: compiling", "stage1 [",
+    for phase in ("loaded weights", "Poisson start", "stage1: compiling", "stage1 [",
                   "stage2: compiling", "stage2 [", "writing"):  # fmt: skip
         assert phase in p.stderr, (phase, p.stderr)
     assert "eta 0.0s" not in p.stderr
