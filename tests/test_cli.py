@@ -229,11 +229,15 @@ def test_help_of_every_subcommand_shows_each_default():
             seen += 1
     assert seen > 30
     # the real entry point, with the values of BlendConfig's defaults
+    from jaxblend.config import BlendConfig
+
+    c = BlendConfig()
     p = run("blend", "--help")
     text = " ".join(p.stdout.split())
-    for shown in ("(default: 512)", "(default: 40 30)", "(default: poisson)",
-                  "(default: lbfgs)", "(default: 0)", "(default: float32)",
-                  "(default: the canvas centre)", "(default: the source's own size)",
+    for shown in (f"(default: {c.canvas})", f"(default: {c.stage1.steps} {c.stage2.steps})",
+                  f"(default: {c.init})", f"(default: {c.solver})", f"(default: {c.seed})",
+                  f"(default: {c.precision})", "(default: the canvas centre)",
+                  "(default: the source's own size)",
                   "(default: the source's alpha channel"):  # fmt: skip
         assert shown in text, shown
     p = run("batch", "--help")
