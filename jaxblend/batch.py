@@ -11,11 +11,15 @@ Devices: the job axis of a stack is sharded over the local devices
 (``Mesh(devices, ("jobs",))``, ``NamedSharding(mesh, P("jobs"))``; VGG parameters
 replicated), and the stack size is rounded up to a multiple of the device count.
 
-Several hosts: call ``jax.distributed.initialize()`` in every process first (the user's
-script, or a launcher that sets it up before ``jaxblend batch``); :func:`run_manifest`
-then gives process ``p`` of ``n`` the jobs ``i`` with ``i % n == p`` (and each process
-shards its stacks over its own local devices). The processes may share ``out_dir``: each
-appends whole lines to ``results.jsonl`` with single ``O_APPEND`` writes.
+Several processes or hosts: call :func:`init_distributed` (``jax.distributed.initialize``;
+``jaxblend batch --distributed`` or ``--coordinator HOST:PORT --num-processes N
+--process-id I``) in every process first; :func:`run_manifest` then gives process ``p`` of
+``n`` the jobs ``i`` with ``i % n == p`` (and each process shards its stacks over its own
+local devices). The processes may share ``out_dir``: each appends whole lines to
+``results.jsonl`` with single ``O_APPEND`` writes.
+
+Host work runs beside the devices: worker threads decode and place the next stack's jobs
+and write the previous stack's images while a stack computes (see :func:`run_manifest`).
 
 :func:`run_manifest` drives a manifest (JSON Lines or CSV) to a folder of PNGs plus
 ``results.jsonl``, resumable after a kill at any moment.
@@ -23,6 +27,7 @@ appends whole lines to ``results.jsonl`` with single ``O_APPEND`` writes.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import functools
@@ -33,6 +38,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +52,13 @@ from jaxblend.config import BlendConfig, StageConfig
 from jaxblend.errors import InputError, JaxblendError
 from jaxblend.io import Job, place, save_image, to_uint8
 
-__all__ = ["blend_batch", "load_config", "read_manifest", "run_manifest"]
+__all__ = ["blend_batch", "init_distributed", "load_config", "read_manifest", "run_manifest"]
 
 AUTO_CAP = 64  # largest stack "auto" picks
+# Largest stack "auto" picks on a CPU (more when there are more host devices): past it a
+# stack ran no faster per job (2 cores, 256²: 12.9 jobs/min at 4, 11.3 at 8,
+# bench/results/batch-cpu-2026-11-25.md).
+AUTO_CPU_STACK = 4
 RESULTS = "results.jsonl"
 
 
@@ -159,29 +169,44 @@ class _Prepared:
     seed: int
 
 
-def _prepare(jobs: Sequence[Any], config: BlendConfig) -> tuple[list, dict[int, Exception]]:
-    ready, failed = [], {}
-    for i, j in enumerate(jobs):
-        try:
-            cfg = job_config(config, j)
-            seed = _seed(config, j)
-            ready.append(_Prepared(i, _layout(j, cfg), cfg.replace(seed=0), seed))
-        except JaxblendError as e:
-            failed[i] = e
-        except (TypeError, ValueError) as e:
-            failed[i] = InputError(f"invalid job settings ({e})")
-    return ready, failed
+def _prepare_one(i: int, j: Any, config: BlendConfig) -> _Prepared | Exception:
+    """Decode and place job ``i`` (host work only: safe on a worker thread)."""
+    try:
+        cfg = job_config(config, j)
+        seed = _seed(config, j)
+        return _Prepared(i, _layout(j, cfg), cfg.replace(seed=0), seed)
+    except JaxblendError as e:
+        return e
+    except (TypeError, ValueError) as e:
+        return InputError(f"invalid job settings ({e})")
 
 
-def _stacks(ready: list[_Prepared], size: int | None, n_dev: int) -> Iterator[tuple]:
-    buckets: dict[tuple, list[_Prepared]] = {}
-    for p in ready:
-        buckets.setdefault((p.config, p.job.target.shape), []).append(p)
-    for (cfg, _), members in buckets.items():
-        b = stack_size(size, len(members), n_dev)
-        for k in range(0, len(members), b):
-            part = members[k : k + b]
-            yield cfg, part, part + [part[-1]] * (b - len(part))
+def default_workers() -> int:
+    """Host threads of the pipeline: one per CPU core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _layouts(
+    jobs: Sequence[Any], config: BlendConfig, pool: ThreadPoolExecutor | None, ahead: int
+) -> Iterator[tuple[int, _Prepared | Exception]]:
+    """``(index, prepared job or error)`` in job order; with a pool, up to ``ahead`` jobs
+    are decoded and placed on its threads ahead of the consumer (while a stack computes)."""
+    if pool is None:
+        for i, j in enumerate(jobs):
+            yield i, _prepare_one(i, j, config)
+        return
+    pending: collections.deque = collections.deque()
+    todo = iter(enumerate(jobs))
+    for i, j in todo:
+        pending.append((i, pool.submit(_prepare_one, i, j, config)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        i, fut = pending.popleft()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append((nxt[0], pool.submit(_prepare_one, nxt[0], nxt[1], config)))
+        yield i, fut.result()
 
 
 def _solve_stack(cfg, vgg, part, padded, devices):
@@ -218,20 +243,52 @@ def _iter_batch(
     batch_size: int | None,
     vgg: Any,
     devices: Sequence | None,
+    workers: int | None = None,
 ) -> Iterator[list[tuple[int, BlendResult | Exception, bool]]]:
-    """Yield ``[(job index, result or error, finite), ...]`` as each stack finishes
-    (placement failures first)."""
+    """Yield ``[(job index, result or error, finite), ...]`` as each stack finishes (a
+    job that cannot be placed: as soon as its layout fails).
+
+    Jobs are decoded and placed on ``workers`` host threads (default
+    :func:`default_workers`; 0: in this thread), a stack ahead of the device; a bucket
+    (canvas shape and configuration) is solved as soon as it holds a full stack, and what
+    is left of each bucket at the end is padded to that bucket's full stack size (so it
+    reuses its programs), or, for a bucket that never filled one, to
+    :func:`stack_size` of its jobs.
+    """
     from jaxblend.vgg import load_vgg
 
     devs = tuple(jax.local_devices() if devices is None else devices)
-    ready, failed = _prepare(jobs, config)
-    if failed:
-        yield [(i, e, True) for i, e in sorted(failed.items())]
-    if not ready:
-        return
-    vgg = load_vgg(config.network) if vgg is None else vgg
-    for cfg, part, padded in _stacks(ready, batch_size, len(devs)):
-        yield _solve_stack(cfg, vgg, part, padded, devs)
+    n_dev = len(devs)
+    cap = stack_size(batch_size, 8 * n_dev, n_dev)
+    workers = default_workers() if workers is None else int(workers)
+    pool = ThreadPoolExecutor(workers, "jaxblend-layout") if workers > 0 else None
+    buckets: dict[tuple, list[_Prepared]] = {}
+    full: dict[tuple, int] = {}
+
+    def solve(members: list[_Prepared], b: int) -> list:
+        nonlocal vgg
+        if vgg is None:
+            vgg = load_vgg(config.network)
+        padded = members + [members[-1]] * (b - len(members))
+        return _solve_stack(members[0].config, vgg, members, padded, devs)
+
+    try:
+        for i, p in _layouts(jobs, config, pool, ahead=cap + 2 * max(workers, 1)):
+            if isinstance(p, Exception):
+                yield [(i, p, True)]
+                continue
+            key = (p.config, p.job.target.shape)
+            members = buckets.setdefault(key, [])
+            members.append(p)
+            if len(members) == cap:
+                del buckets[key]
+                full[key] = cap
+                yield solve(members, cap)
+        for key, members in buckets.items():
+            yield solve(members, full.get(key) or stack_size(batch_size, len(members), n_dev))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def blend_batch(
@@ -242,6 +299,7 @@ def blend_batch(
     vgg: Any = None,
     progress: Callable[[dict], None] | None = None,
     devices: Sequence | None = None,
+    workers: int | None = None,
 ) -> list[BlendResult | Exception]:
     """Blend many jobs, stacked per canvas shape and configuration, on all local devices.
 
@@ -256,6 +314,8 @@ def blend_batch(
       vgg: a loaded VGG (default the shipped VGG16).
       progress: called with ``{"done", "total", "seconds"}`` after each stack.
       devices: devices to shard the job axis over (default ``jax.local_devices()``).
+      workers: host threads that decode and place the next stack's jobs while a stack
+        computes (default :func:`default_workers`; 0: no threads).
 
     Returns:
       one entry per job, in order: a :class:`~jaxblend.blend.BlendResult`, or the
@@ -270,7 +330,10 @@ def blend_batch(
     config = BlendConfig() if config is None else config
     out: list[BlendResult | Exception | None] = [None] * len(jobs)
     t0, done = time.perf_counter(), 0
-    for chunk in _iter_batch(jobs, config, batch_size=batch_size, vgg=vgg, devices=devices):
+    stream = _iter_batch(
+        jobs, config, batch_size=batch_size, vgg=vgg, devices=devices, workers=workers
+    )
+    for chunk in stream:
         for i, r, finite in chunk:
             out[i] = r
             if not finite:
@@ -595,16 +658,65 @@ def auto_batch_size(
 ) -> tuple[int, int, str]:
     """The largest stack that fits in half the free memory of a device (at most
     ``AUTO_CAP``), a multiple of the device count; also the per-job bytes and how they
-    were found. On CPU the host devices share one RAM."""
+    were found. On CPU the host devices share one RAM, and the stack is at most
+    ``AUTO_CPU_STACK`` (or the device count): the cores, not memory, set the rate there."""
     per_job, how = _per_job_bytes(cfg, vgg, shape)
     dev = devices[0]
     free = _available_bytes(dev) // 2
-    if dev.platform == "cpu":
-        per_stack = free // per_job
+    if dev.platform == "cpu":  # memory is rarely the limit there: the cores are
+        per_stack = min(free // per_job, max(len(devices), AUTO_CPU_STACK))
     else:
         per_stack = (free // per_job) * len(devices)
     n = int(max(1, min(AUTO_CAP, per_stack)))
     return max(len(devices), n - n % len(devices)), per_job, how
+
+
+def init_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> tuple[int, int]:
+    """Join a multi-process run (``jax.distributed.initialize``) before any computation.
+
+    Each argument falls back to ``$JAXBLEND_COORDINATOR`` (``host:port`` of process 0),
+    ``$JAXBLEND_NUM_PROCESSES`` and ``$JAXBLEND_PROCESS_ID``; what is still unset is left
+    to JAX (``$JAX_COORDINATOR_ADDRESS``, or a cluster it detects: SLURM, Open MPI, Cloud
+    TPU, ...). Returns ``(process index, process count)``.
+
+    Example (two processes on one machine, each a shell of its own)::
+
+      jaxblend batch jobs.jsonl --out-dir out --coordinator 127.0.0.1:4712 \\
+          --num-processes 2 --process-id 0   # and --process-id 1 in the other
+    """
+    env = os.environ
+    coordinator = coordinator or env.get("JAXBLEND_COORDINATOR") or None
+    try:
+        if num_processes is None and env.get("JAXBLEND_NUM_PROCESSES"):
+            num_processes = int(env["JAXBLEND_NUM_PROCESSES"])
+        if process_id is None and env.get("JAXBLEND_PROCESS_ID"):
+            process_id = int(env["JAXBLEND_PROCESS_ID"])
+    except ValueError as e:
+        raise InputError(f"JAXBLEND_NUM_PROCESSES / JAXBLEND_PROCESS_ID: {e}") from None
+    if num_processes is not None and not (
+        num_processes >= 1 and (process_id is None or 0 <= process_id < num_processes)
+    ):
+        raise InputError(
+            f"need 0 <= process id < number of processes, got {process_id} of {num_processes}"
+        )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+        )
+    except (ValueError, TypeError) as e:  # nothing to connect to: one line, not a trace
+        raise InputError(f"cannot start the distributed run ({e})") from None
+    return jax.process_index(), jax.process_count()
+
+
+def _commit(images: list[Future], log: Path, records: list[dict]) -> None:
+    """Record a stack in the log once all its images are on disk (resume relies on it)."""
+    for f in images:
+        f.result()
+    _append(log, records)
 
 
 def run_manifest(
@@ -614,16 +726,24 @@ def run_manifest(
     batch_size: int | str | None = None,
     config_path: str | os.PathLike | None = None,
     quiet: bool = False,
+    workers: int | None = None,
 ) -> int:
     """Blend every job of a manifest into ``out_dir``; resumable after a kill.
 
     Writes ``out_dir/<id>.png`` atomically (temporary file, then rename) and appends one
     line per finished job to ``out_dir/results.jsonl`` (``id``, ``status`` ok | failed |
-    nonfinite, ``output``, ``losses`` per stage, ``evaluations``, ``seconds``, ``error``),
-    flushed and fsynced as each stack finishes. On start it reads ``results.jsonl`` (a torn
-    last line is dropped) and skips the jobs recorded ``ok`` whose image exists and
-    decodes; everything else is redone. With several JAX processes (after
-    ``jax.distributed.initialize()``) process ``p`` of ``n`` takes the jobs ``i % n == p``.
+    nonfinite, ``output``, ``losses`` per stage, ``evaluations``, ``seconds``, ``error``,
+    ``process``), flushed and fsynced once the stack's images are written. On start it
+    reads ``results.jsonl`` (a torn last line is dropped) and skips the jobs recorded
+    ``ok`` whose image exists and decodes; everything else is redone. With several JAX
+    processes (after :func:`init_distributed` or ``jax.distributed.initialize()``) process
+    ``p`` of ``n`` takes the jobs ``i % n == p`` of the manifest, so each output is
+    written by exactly one process.
+
+    A pipeline keeps the devices busy: ``workers`` host threads decode and place the next
+    stack's jobs while a stack computes, and encode and write the previous stack's images
+    (PNG encoding, fsync) meanwhile; the device's only host work between stacks is
+    stacking the next arrays and fetching the results.
 
     Args:
       manifest: ``.jsonl`` or ``.csv`` file (see :func:`read_manifest`).
@@ -632,6 +752,9 @@ def run_manifest(
         ``"auto"`` (the largest stack that fits device memory, printed).
       config_path: JSON file of :class:`BlendConfig` settings (see :func:`load_config`).
       quiet: no progress or summary on stderr.
+      workers: host threads for decoding, placing and writing (default
+        :func:`default_workers`); 0 does everything in this thread, one step after the
+        other.
 
     Returns:
       0 if every job succeeded, else 1.
@@ -652,23 +775,31 @@ def run_manifest(
             raise InputError(bad) from None
         if size < 1:
             raise InputError(bad)
+    workers = default_workers() if workers is None else int(workers)
     n_proc, me = jax.process_count(), jax.process_index()
     if n_proc > 1:
         jobs = [j for i, j in enumerate(jobs) if i % n_proc == me]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp"):  # leftovers of a write interrupted by a kill
-        tmp.unlink(missing_ok=True)
+    mine = {j["id"] for j in jobs}
+    for tmp in out.glob(".*.tmp"):  # leftovers of a write interrupted by a kill (ours only:
+        if n_proc == 1 or tmp.name[1:].rsplit(".png.", 1)[0] in mine:  # others may be writing)
+            tmp.unlink(missing_ok=True)
     log = out / RESULTS
     previous = _read_results(log)
-    todo, skipped = [], 0
-    for j in jobs:
+
+    def finished(j: dict) -> bool:
         rec = previous.get(j["id"])
         img = out / f"{j['id']}.png"
-        if rec is not None and rec.get("status") == "ok" and img.exists() and _decodes(img):
-            skipped += 1
-        else:
-            todo.append(j)
+        return rec is not None and rec.get("status") == "ok" and img.exists() and _decodes(img)
+
+    if workers > 0 and previous:
+        with ThreadPoolExecutor(workers) as check:
+            done_before = list(check.map(finished, jobs))
+    else:
+        done_before = [finished(j) for j in jobs]
+    todo = [j for j, d in zip(jobs, done_before) if not d]
+    skipped = len(jobs) - len(todo)
 
     def say(msg: str) -> None:
         if not quiet:
@@ -694,23 +825,43 @@ def run_manifest(
                 f"job at {shape[0]}x{shape[1]}, {len(devices)} {devices[0].platform} devices)"
             )
         bar = _Progress(len(todo), quiet)
-        stream = _iter_batch(todo, config, batch_size=size, vgg=vgg, devices=devices)
+        writer = ThreadPoolExecutor(workers, "jaxblend-write") if workers > 0 else None
+        committer = ThreadPoolExecutor(1, "jaxblend-log") if workers > 0 else None
+        commits: list[Future] = []
+        stream = _iter_batch(
+            todo, config, batch_size=size, vgg=vgg, devices=devices, workers=workers
+        )
         try:
             for chunk in stream:
-                records = []
+                records, images = [], []
                 for i, r, finite in chunk:
                     jid = todo[i]["id"]
                     path = None
                     if not isinstance(r, Exception):
-                        path = save_image(r.image, out / f"{jid}.png")
+                        path = out / f"{jid}.png"
+                        images.append((r.image, path))
                     rec = _record(jid, r, finite, path)
+                    rec["process"] = me
                     if rec["error"] and not quiet:
                         bar.line.note(f"job {jid}: {rec['status']}: {rec['error']}")
                     counts[rec["status"]] += 1
                     records.append(rec)
-                _append(log, records)
+                if writer is None or committer is None:
+                    for img, path in images:
+                        save_image(img, path)
+                    _append(log, records)
+                else:  # written while the next stack computes
+                    futs = [writer.submit(save_image, img, path) for img, path in images]
+                    commits.append(committer.submit(_commit, futs, log, records))
+                    while commits and commits[0].done():
+                        commits.pop(0).result()  # a failed write stops the run here
                 bar(len(chunk))
+            for c in commits:
+                c.result()
         finally:
+            for pool in (writer, committer):  # the writes already handed over finish
+                if pool is not None:
+                    pool.shutdown(wait=True)
             bar.line.end()  # Ctrl-C: the message after it starts a fresh line
     dt = time.perf_counter() - t_start
     rate = (counts["ok"] + counts["nonfinite"]) / dt * 60 if dt > 0 else 0.0

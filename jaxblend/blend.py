@@ -55,8 +55,46 @@ class BlendResult:
     image_float: np.ndarray | None = None
 
 
-def vgg_spec(vgg: Any, precision: str) -> VGGSpec:
-    return VGGSpec(vgg.arch, vgg.preprocessing, precision)
+#: What ``precision="auto"`` runs on each platform (JAX's platform name). GPUs: TensorFloat-32
+#: convolutions with float32 storage, as fast as bfloat16 on the H200 at 512² and 1024²
+#: (``bench/results/gpu-NVIDIA_H200-2026-11-26.md``) while activations, Gram matrices and
+#: gradients keep float32's 24 significant bits (bfloat16: 8). TPUs: bfloat16, their native
+#: matmul type. CPUs and anything else: true float32 (``"tf32"`` is the same there).
+AUTO_PRECISION = {
+    "cpu": "float32",
+    "gpu": "tf32",
+    "cuda": "tf32",
+    "rocm": "tf32",
+    "tpu": "bfloat16",
+}
+
+
+def resolve_precision(precision: str, platform: str | None = None) -> str:
+    """The precision a run uses: ``precision`` itself, or for ``"auto"`` the
+    :data:`AUTO_PRECISION` of ``platform`` (default: JAX's default backend, at call time).
+
+    Example:
+      >>> resolve_precision("auto", "cpu"), resolve_precision("auto", "gpu")
+      ('float32', 'tf32')
+    """
+    if precision != "auto":
+        return precision
+    if platform is None:
+        platform = jax.default_backend()
+    return AUTO_PRECISION.get(platform, "float32")
+
+
+def vgg_spec(vgg: Any, precision: str, platform: str | None = None) -> VGGSpec:
+    """The static VGG description of a run; ``"auto"`` resolved for ``platform``."""
+    return VGGSpec(vgg.arch, vgg.preprocessing, resolve_precision(precision, platform))
+
+
+def _platform(x: Any) -> str:
+    """The platform an array lives on (JAX's default backend for host arrays)."""
+    devices = getattr(x, "devices", None)
+    if callable(devices):
+        return next(iter(devices())).platform
+    return jax.default_backend()
 
 
 def initial_image(
@@ -166,7 +204,6 @@ def run_stages(
     ``seconds`` and ``finite`` (False where a job's objective became non-finite and the
     best finite iterate was kept); per job along the leading axis when ``batched``.
     """
-    spec = vgg_spec(vgg, config.precision)
     if config.style_strength != 1.0:
         k = float(config.style_strength)
         config = config.replace(
@@ -177,6 +214,7 @@ def run_stages(
     target = jnp.asarray(target, jnp.float32)
     source = jnp.asarray(source, jnp.float32)
     mask = jnp.asarray(mask, jnp.float32)
+    spec = vgg_spec(vgg, config.precision, _platform(target))  # "auto": where the job runs
     seed = config.seed if seed is None else seed
     out: dict[str, Any] = {"losses": {}, "evaluations": {}, "seconds": {}}
     t = time.perf_counter()

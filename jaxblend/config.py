@@ -26,7 +26,7 @@ HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 INITS = ("noise", "paste", "poisson")
 SOLVERS = ("jaxopt", "optax", "lbfgs")
 OPERATORS = ("laplacian", "gradient")
-PRECISIONS = ("float32", "bfloat16", "tf32")
+PRECISIONS = ("auto", "float32", "bfloat16", "tf32")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class BlendConfig:
     solver: str = "lbfgs"
     stage2_enabled: bool = True
     seed: int = 0
-    precision: str = "float32"
+    precision: str = "auto"
     history: int = 10
     chunk: int = 10
     scales: tuple[float, ...] = field(default=(1.0,))
