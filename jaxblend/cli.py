@@ -589,8 +589,9 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".png"):
         raise InputError(f"the mask must be a PNG (lossless), got {args.out}; use -o NAME.png")
     method = args.method
-    if method == "auto":
-        method = "alpha" if load_alpha(args.source) is not None else "threshold"
+    if method == "auto":  # an alpha channel that marks something, else a plain background
+        alpha = load_alpha(args.source)
+        method = "alpha" if alpha is not None and alpha.getextrema()[0] < 255 else "threshold"
     if method == "alpha":
         mask = masks.from_alpha(args.source)
         how = "the alpha channel"
