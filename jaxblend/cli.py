@@ -2,8 +2,9 @@
 
 Every user error (:class:`jaxblend.errors.JaxblendError`) is printed as one line
 ``jaxblend: error: ...`` and exits with status 2, without a traceback. The commands that
-compile (``blend``, ``demo``, ``poisson``, ``batch``) use JAX's persistent compilation cache
-(:mod:`jaxblend.compile_cache`) unless ``--no-compile-cache`` or ``JAXBLEND_COMPILE_CACHE=0``.
+compile (``blend``, ``demo``, ``poisson``, ``batch``, ``warmup``) use JAX's persistent
+compilation cache (:mod:`jaxblend.compile_cache`) unless ``--no-compile-cache`` or
+``JAXBLEND_COMPILE_CACHE=0``.
 Progress goes to stderr (:mod:`jaxblend.progress`); results and manifest lines to stdout.
 """
 
@@ -23,7 +24,7 @@ from jaxblend.errors import InputError, JaxblendError
 
 EXIT_USAGE = 2
 # Commands that compile XLA programs, and so use the persistent compilation cache.
-COMPILING = ("blend", "demo", "poisson", "batch")
+COMPILING = ("blend", "demo", "poisson", "batch", "warmup")
 SWITCHED_OFF = ("0", "false", "no", "off")  # values of JAXBLEND_COMPILE_CACHE
 # Options that take comma-separated numbers, which may start with a minus sign.
 NUMERIC_LISTS = ("--center", "--rect")
@@ -299,7 +300,8 @@ def _parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=DEFAULTS.precision,
-        help="VGG convolutions: float32 (exact), bfloat16 or tf32",
+        help="VGG convolutions: auto (float32 on CPUs, tf32 on GPUs, bfloat16 on TPUs), "
+        "float32 (exact), bfloat16 or tf32",
     )
     b.add_argument("--vgg", default="vgg16", help="vgg16 (shipped), vgg19 or a weight file")
     _add_quiet(b)
@@ -421,7 +423,47 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="call jax.distributed.initialize() first (multi-host; configured by environment)",
     )
-    for cmd in (b, d, p, bt):
+    bt.add_argument(
+        "--coordinator",
+        help="HOST:PORT of process 0; implies --distributed (default: $JAXBLEND_COORDINATOR, "
+        "else JAX's cluster detection)",
+    )
+    bt.add_argument(
+        "--num-processes",
+        type=_positive,
+        help="processes in the run (default: $JAXBLEND_NUM_PROCESSES, else detected)",
+    )
+    bt.add_argument(
+        "--process-id",
+        type=int,
+        help="this process, 0 ... N-1 (default: $JAXBLEND_PROCESS_ID, else detected)",
+    )
+
+    w = command(
+        "warmup",
+        "compile a blend's programs into the compilation cache ahead of time",
+        description="Compile (and run at one evaluation per stage) every program a blend of "
+        "the given canvas runs, into the persistent compilation cache: the next blend or "
+        "batch with the same settings loads them instead of compiling.",
+    )
+    w.add_argument("--canvas", default="512", help="canvas: N (N x N) or HxW")
+    w.add_argument(
+        "--stack", type=_positive, nargs="+", help="batch stack sizes (default: single blends)"
+    )
+    w.add_argument(
+        "--manifest", help="warm up what `jaxblend batch MANIFEST` runs instead (default: none)"
+    )
+    w.add_argument(
+        "--batch-size", help="with --manifest: N or auto, as for batch (default: batch's)"
+    )
+    w.add_argument(
+        "--config", help="JSON file of BlendConfig settings (default: BlendConfig's defaults)"
+    )
+    w.add_argument(
+        "--precision", choices=PRECISIONS, help="VGG convolutions (default: the config's)"
+    )
+    _add_quiet(w)
+    for cmd in (b, d, p, bt, w):
         _add_cache_flag(cmd)
     return ap
 
@@ -641,10 +683,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from jaxblend.batch import run_manifest
 
-    if args.distributed:
-        import jax
+    if args.distributed or args.coordinator or args.num_processes:
+        from jaxblend.batch import init_distributed
 
-        jax.distributed.initialize()
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
     return run_manifest(
         args.manifest,
         args.out_dir,
@@ -652,6 +694,12 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         config_path=args.config,
         quiet=args.quiet,
     )
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from jaxblend.warmup import warmup_cli
+
+    return warmup_cli(args)
 
 
 COMMANDS = {
@@ -662,6 +710,7 @@ COMMANDS = {
     "mask": _cmd_mask,
     "weights": _cmd_weights,
     "batch": _cmd_batch,
+    "warmup": _cmd_warmup,
 }
 
 
