@@ -102,7 +102,7 @@ def in_solver(stage: int, size: int, precision: str, vgg, evals: int, repeats: i
     return {"seconds": statistics.median(per), "runs": runs}
 
 
-def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
+def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg, stages=(1, 2)):
     """``matmul``: the matmul ceiling in GFLOP/s of each precision (a dict), or one number."""
     from jaxblend.weights import load_weights
 
@@ -116,7 +116,7 @@ def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
     for size in sizes:
         flops = hardware.vgg16_flops(size, size)["forward_backward_flops"]
         for precision in precisions:
-            for stage in (1, 2):
+            for stage in stages:
                 fn, args = eval_program(stage, size, precision, vgg)
                 alone, times = hardware._median_time(fn, args, repeats)
                 loop = in_solver(stage, size, precision, vgg, 4, repeats)
@@ -140,25 +140,34 @@ def per_eval(sizes, repeats, precisions, torch_sizes, matmul, vgg):
                     for k, v in w["params"].items()
                     for p in ("kernel", "bias")
                 }
-            try:
-                r = torch_step.time_authors_step(tw, size, repeats=repeats, device=torch_device)
-            except Exception as e:  # noqa: BLE001 - the baseline must not cost the rows above
-                print(f"  authors' step (PyTorch on {torch_device}) {size}²: failed: {e!r}",
-                      flush=True)  # fmt: skip
-                continue
-            ours = next(x["seconds"] for x in rows if x["size"] == size and x["stage"] == 1
-                        and x["precision"] == "float32")  # fmt: skip
-            rows.append({
-                "impl": "authors-torch", "stage": 1, "size": size, "precision": "float32",
-                "seconds": r["seconds_per_eval"], "times": r["times"],
-                "torch": r["torch_version"], "threads": r["threads"],
-                "device": r["device"], "device_name": r["device_name"],
-                "torch_precision": r["precision"],
-                "speedup_of_jaxblend": r["seconds_per_eval"] / ours,
-            })  # fmt: skip
-            sp = r["seconds_per_eval"]
-            print(f"  authors' step (PyTorch on {r['device_name']}) {size}²: {sp:.3f} s/eval; "
-                  f"jaxblend is {sp / ours:.2f}x faster; {r['precision']}", flush=True)  # fmt: skip
+            # On a GPU twice: TF32 off (true FP32, beside our float32 rows) and PyTorch's
+            # defaults (TF32 convolutions, beside our tf32 and bfloat16 rows).
+            modes = [False, True] if str(torch_device).startswith("cuda") else [False]
+            for tf32 in modes:
+                label = "tf32" if tf32 else "float32"
+                try:
+                    r = torch_step.time_authors_step(
+                        tw, size, repeats=repeats, device=torch_device, tf32=tf32
+                    )
+                except Exception as e:  # noqa: BLE001 - the baseline must not cost the rows
+                    print(f"  authors' step (PyTorch on {torch_device}, {label}) {size}²: "
+                          f"failed: {e!r}", flush=True)  # fmt: skip
+                    continue
+                ours = next((x["seconds"] for x in rows if x["impl"] == "jaxblend"
+                             and x["size"] == size and x["stage"] == 1
+                             and x["precision"] == label), None)  # fmt: skip
+                sp = r["seconds_per_eval"]
+                rows.append({
+                    "impl": "authors-torch", "stage": 1, "size": size, "precision": label,
+                    "seconds": sp, "times": r["times"],
+                    "torch": r["torch_version"], "threads": r["threads"],
+                    "device": r["device"], "device_name": r["device_name"],
+                    "torch_precision": r["precision"],
+                    "speedup_of_jaxblend": sp / ours if ours else None,
+                })  # fmt: skip
+                vs = f"jaxblend {label} is {sp / ours:.2f}x faster" if ours else ""
+                print(f"  authors' step (PyTorch on {r['device_name']}, {label}) {size}²: "
+                      f"{sp:.3f} s/eval; {vs}; {r['precision']}", flush=True)  # fmt: skip
     return rows
 
 
@@ -269,14 +278,26 @@ def markdown(res) -> str:
         "standalone | GFLOP/s | of matmul | vs authors' step |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    torch_s = {r["size"]: r["seconds"] for r in res["per_eval"] if r["impl"] == "authors-torch"}
+    # Each row against the authors' step at the matching arithmetic: float32 against TF32
+    # off, tf32 and bfloat16 against PyTorch's defaults (TF32 convolutions) where measured.
+    torch_s = {(r["size"], r.get("precision", "float32")): r["seconds"]
+               for r in res["per_eval"] if r["impl"] == "authors-torch"}  # fmt: skip
+
+    def baseline(size, precision):
+        if precision != "float32" and (size, "tf32") in torch_s:
+            return torch_s[(size, "tf32")], "tf32"
+        return torch_s.get((size, "float32")), "float32"
+
     # Files from before per-precision ceilings compared every row with one default-precision
     # matmul: right on a CPU (float32 throughout), not on a GPU (TF32 matmul), so "n/a".
     comparable = "matmul_by_precision" in res["ceilings"] or info["device"].startswith("cpu")
     for r in res["per_eval"]:
         if r["impl"] == "jaxblend":
-            ratio = torch_s.get(r["size"])
+            ratio, against = baseline(r["size"], r["precision"])
+            two = any(k[1] == "tf32" for k in torch_s)
             ratio = f"{ratio / r['seconds']:.2f}x faster" if ratio else ""
+            if ratio and two:
+                ratio += " (TF32 on)" if against == "tf32" else " (TF32 off)"
             frac = f"{r['matmul_fraction']:.0%}" if comparable else "n/a"
             out.append(
                 f"| jaxblend | {r['stage']} | {r['size']}² | {r['precision']} | "
@@ -285,8 +306,15 @@ def markdown(res) -> str:
             )
         else:
             on = r.get("device_name", "cpu")  # results written before devices were recorded
+            tf32 = str(r.get("torch_precision", {}).get("tf32", "n/a"))
+            if tf32.startswith("on"):
+                how = "float32, PyTorch defaults: TF32 convolutions on"
+            elif tf32 == "off":
+                how = "float32, TF32 off"
+            else:
+                how = "float32"
             out.append(
-                f"| authors' step, PyTorch {r['torch']} on {on} | 1 | {r['size']}² | float32 | "
+                f"| authors' step, PyTorch {r['torch']} on {on} | 1 | {r['size']}² | {how} | "
                 f"{r['seconds']:.3f} | | | | 1x |"
             )
     if res.get("memory"):
@@ -385,6 +413,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--memory-sizes", type=int, nargs="*", default=None)
     ap.add_argument(
+        "--stages", type=int, nargs="+", choices=(1, 2), default=[1, 2], help="stages to time"
+    )
+    ap.add_argument(
         "--quality", default=None, help="JSON list of BlendConfig overrides per quality run"
     )
     ap.add_argument("--budget", type=int, nargs=2, default=(100, 100), metavar=("S1", "S2"))
@@ -409,7 +440,7 @@ def main(argv=None) -> int:
     print(f"device {info['device']}, {info.get('cpu_count')} cores; versions {info['versions']}")
     precisions = ["float32"] + ["bfloat16"] * a.bf16 + ["tf32"] * a.tf32
     settings = {"sizes": sizes, "repeats": a.repeats, "quick": a.quick, "budget": a.budget,
-                "precisions": precisions}  # fmt: skip
+                "precisions": precisions, "stages": a.stages}  # fmt: skip
     print(f"settings {settings}", flush=True)
     vgg = load_vgg()
     res = {"info": info, "settings": settings}
@@ -431,7 +462,7 @@ def main(argv=None) -> int:
     res["per_eval"], res["memory"] = [], []
     for size in sizes:
         ts = [size] if size in torch_sizes else []
-        res["per_eval"] += per_eval([size], a.repeats, precisions, ts, mm, vgg)
+        res["per_eval"] += per_eval([size], a.repeats, precisions, ts, mm, vgg, a.stages)
         _write(res, stem)
     mem_sizes = a.memory_sizes if a.memory_sizes is not None else ([] if a.quick else sizes)
     for size in mem_sizes:

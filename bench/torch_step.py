@@ -45,7 +45,8 @@ Deviations from the authors' code, all deliberate:
 It runs on CPU or a CUDA GPU (``device``; weights, constants and the image all live there).
 :func:`time_authors_step` times it in true float32 -- TensorFloat-32 off for cuDNN
 convolutions and cuBLAS matmuls while it runs, as jaxblend's ``"float32"`` precision
-(``lax.Precision.HIGHEST``) -- and synchronises the GPU before reading the clock.
+(``lax.Precision.HIGHEST``) -- or, with ``tf32=True``, with PyTorch's defaults (TF32 cuDNN
+convolutions, as jaxblend's ``"tf32"``), and synchronises the GPU before reading the clock.
 
 Use ``python -m bench.torch_step --sizes 256 512 [--device cuda]`` to time it.
 """
@@ -272,6 +273,42 @@ def _exact_float32(device: torch.device) -> Iterator[dict]:
             setattr(obj, attr, value)
 
 
+@contextlib.contextmanager
+def _pytorch_defaults(device: torch.device) -> Iterator[dict]:
+    """PyTorch's default float32 settings inside the block, what the authors' users get:
+    cuDNN convolutions may use TensorFloat-32 (``torch.backends.cudnn.allow_tf32`` True),
+    cuBLAS matmuls may not (``torch.backends.cuda.matmul.allow_tf32`` False). Set
+    explicitly (and restored after), so an earlier change of the flags does not leak in.
+    Yields the settings in force, to record."""
+    if device.type != "cuda":
+        yield {"device": str(device), "tf32": "n/a (CPU)"}
+        return
+    b = torch.backends
+    new_api = hasattr(b.cudnn, "conv") and hasattr(b.cudnn.conv, "fp32_precision")
+    if new_api:
+        flags = [
+            (b.cudnn.conv, "fp32_precision", "tf32"),
+            (b.cuda.matmul, "fp32_precision", "ieee"),
+        ]
+        names = ("cudnn.conv.fp32_precision", "cuda.matmul.fp32_precision")
+    else:
+        flags = [(b.cudnn, "allow_tf32", True), (b.cuda.matmul, "allow_tf32", False)]
+        names = ("cudnn.allow_tf32", "cuda.matmul.allow_tf32")
+    previous = [getattr(obj, attr) for obj, attr, _ in flags]
+    try:
+        for obj, attr, value in flags:
+            setattr(obj, attr, value)
+        yield {
+            "device": str(device),
+            "tf32": "on (PyTorch defaults: convolutions)",
+            **{f"torch.backends.{n}": v for n, (_, _, v) in zip(names, flags)},
+            "torch.backends.cudnn.benchmark": bool(b.cudnn.benchmark),
+        }
+    finally:
+        for (obj, attr, _), value in zip(flags, previous):
+            setattr(obj, attr, value)
+
+
 def make_authors_step(
     weights: Mapping[str, np.ndarray],
     target: np.ndarray,
@@ -416,11 +453,14 @@ def time_authors_step(
     warmup: int = 1,
     seed: int = 0,
     device: str | torch.device | None = None,
+    tf32: bool = False,
 ) -> dict:
     """Median wall time of one authors' stage-1 evaluation on a ``size`` x ``size`` canvas.
 
-    Uses :func:`make_case_inputs` (case1's geometry) and float32, TensorFloat-32 off on a
-    GPU. ``threads`` (CPU threads) defaults to ``os.cpu_count()``; the previous torch
+    Uses :func:`make_case_inputs` (case1's geometry) and float32: on a GPU with
+    TensorFloat-32 off (``tf32=False``, true FP32 as jaxblend's ``"float32"``) or with
+    PyTorch's defaults (``tf32=True``: TF32 convolutions, as the authors' users run it).
+    ``threads`` (CPU threads) defaults to ``os.cpu_count()``; the previous torch
     thread count is restored afterwards. ``device`` defaults to :func:`default_device`. The
     ``warmup`` calls run first (cuDNN picks its kernels there); each timed call starts and
     ends with a device synchronisation.
@@ -441,7 +481,8 @@ def time_authors_step(
         x = torch.randn(1, 3, size, size, generator=gen).to(dev)
         times = []
         loss = float("nan")
-        with _exact_float32(dev) as precision:
+        settings = _pytorch_defaults(dev) if tf32 else _exact_float32(dev)
+        with settings as precision:
             for _ in range(warmup):
                 step(x)
             for _ in range(repeats):
@@ -492,12 +533,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_PATH)
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if seen)")
+    parser.add_argument(
+        "--tf32",
+        choices=("off", "on", "both"),
+        default="off",
+        help="TensorFloat-32 convolutions on a GPU: off (true FP32), on (PyTorch's defaults)",
+    )
     args = parser.parse_args(argv)
     weights, origin = _load_weights(None if args.random_weights else args.weights)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
     for size in args.sizes:
-        result = time_authors_step(weights, size, args.repeats, args.threads, device=args.device)
-        result["weights"] = origin
-        print(json.dumps(result))
+        for tf32 in modes:
+            result = time_authors_step(
+                weights, size, args.repeats, args.threads, device=args.device, tf32=tf32
+            )
+            result["weights"] = origin
+            print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from bench.torch_step import (  # noqa: E402
     STYLE_LAYERS,
     VGG16_BLOCKS,
     _exact_float32,
+    _pytorch_defaults,
     build_torch_vgg16,
     default_device,
     make_authors_step,
@@ -144,6 +145,23 @@ def test_exact_float32_turns_tf32_off_and_restores_the_flags():
         assert [getattr(o, a) for o, a in flags] == [off, off]
         assert settings["tf32"] == "off"
     assert [getattr(o, a) for o, a in flags] == before
+
+
+def test_pytorch_defaults_turn_tf32_convolutions_on_and_restore_the_flags():
+    b = torch.backends
+    if hasattr(b.cudnn, "conv") and hasattr(b.cudnn.conv, "fp32_precision"):
+        flags = [(b.cudnn.conv, "fp32_precision"), (b.cuda.matmul, "fp32_precision")]
+        want = ["tf32", "ieee"]
+    else:
+        flags = [(b.cudnn, "allow_tf32"), (b.cuda.matmul, "allow_tf32")]
+        want = [True, False]
+    before = [getattr(o, a) for o, a in flags]
+    with _exact_float32(torch.device("cuda")), _pytorch_defaults(torch.device("cuda")) as s:
+        assert [getattr(o, a) for o, a in flags] == want
+        assert s["tf32"].startswith("on")
+    assert [getattr(o, a) for o, a in flags] == before
+    with _pytorch_defaults(torch.device("cpu")) as s:
+        assert s["tf32"] == "n/a (CPU)"
 
 
 def test_vgg16_flops_full_network_224():
