@@ -51,6 +51,9 @@ class StageConfig:
         scene, as ``content_gap``). Not in the paper; off in the ``paper`` preset.
       band: when positive, the gradient term covers only the pixels within ``band`` px of
         the mask edge (a seam term for the style refinement) instead of the whole canvas.
+      smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
+        smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
+        rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
     """
 
     grad: float = 0.0
@@ -67,6 +70,7 @@ class StageConfig:
     mixed: bool = False
     normalize: bool = False
     band: int = 0
+    smooth: float = 0.0
 
     def layers(self) -> tuple[str, ...]:
         """The VGG layers this stage's active terms read (sorted, no repeats)."""
@@ -158,6 +162,11 @@ class BlendConfig:
         if not (self.style_strength >= 0 and self.style_strength < float("inf")):
             raise InputError(
                 f"style_strength must be a finite number >= 0, got {self.style_strength}"
+            )
+        if (self.stage1.smooth or self.stage2.smooth) and self.solver != "lbfgs":
+            raise InputError(
+                f"smooth (a preconditioned search) needs solver='lbfgs', not {self.solver!r}; "
+                "set smooth=0 in both stages to use another solver"
             )
         if self.chunk < 1:
             raise InputError(f"chunk must be at least 1, got {self.chunk}")

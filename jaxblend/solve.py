@@ -194,7 +194,7 @@ def objective(cfg: StageConfig, spec: VGGSpec, masked: bool, x: jax.Array, data:
 @functools.lru_cache(maxsize=64)
 def _solver(cfg: StageConfig, spec: VGGSpec, masked: bool, kind: str, history: int):
     fun = functools.partial(objective, cfg, spec, masked)
-    return make_solver(kind, fun, history=history)
+    return make_solver(kind, fun, history=history, smooth=cfg.smooth)
 
 
 def start(
