@@ -1,19 +1,27 @@
-"""Batch-blending throughput: jobs per minute against stack size, and a manifest end to end.
+"""Batch throughput at the default budget: jobs per minute and TFLOP/s against stack size.
 
-    python bench/batch.py [--sizes 1 2 4 8] [--steps 3 3] [--budget 300] [--tiny-jobs 200]
+    python bench/batch.py [--canvas 512 1024] [--sizes 1 4 16] [--batch-size auto]
+                          [--budget default|small] [--max-stack N] [--time-budget S]
+    python bench/batch.py --render bench/results/batch-<platform>-<date>.json
 
-Part 1: case1 on a 256-pixel canvas (source 150 px), the default configuration except the
-budget (``--steps``, objective evaluations per stage), one stack of each size solved with
-:func:`jaxblend.blend.run_stages` (``batched=True``) twice: the first call includes
-compilation, the second is the steady-state rate reported as jobs/min. Sizes left when
-``--budget`` seconds have passed are recorded as skipped.
+For each canvas, case1 at the authors' placement scaled to it (512: source 300 px, centre
+200,235) with the default :class:`~jaxblend.BlendConfig` (``--budget default``: its
+40 + 30 objective evaluations; ``small``: 2 + 2, for a CPU), and one stack of each size
+solved through the production path (:func:`jaxblend.batch._solve_stack`: the stack sharded
+over the local devices, ``run_stages(batched=True)``, the results fetched and rounded)
+twice: the first call includes compilation, the second is the steady state reported.
+``--batch-size auto`` adds the stack :func:`jaxblend.batch.auto_batch_size` picks (per-job
+memory from XLA's analysis against free device memory). Stacks above ``--max-stack``, and
+every stack once ``--time-budget`` seconds have passed, are recorded as skipped.
 
-Part 2: a generated manifest of ``--tiny-jobs`` jobs on a 32-pixel canvas (case1 shrunk,
-VGG blocks 1–2, 4 stage-1 evaluations, stage 2 off, lbfgs solver) through
-:func:`jaxblend.batch.run_manifest` end to end (compilation, PNG writes and the results log
-included), stack 8.
+Achieved TFLOP/s: objective evaluations (every job's, both stages) x the counted VGG16
+FLOPs of one evaluation (forward + input-gradient backward to relu4_3,
+:func:`bench.hardware.vgg16_flops`) / steady seconds. The Poisson start and each stage's
+constants (a few forwards per job) are not counted, so this is a lower bound. It is set
+against the same run's dense-matmul rate at the precision the configuration resolves to
+(:func:`bench.hardware.matmul_gflops`).
 
-Writes ``bench/results/batch-<platform>-<date>.json`` and ``.md``.
+Writes ``bench/results/batch-<platform>-<date>.json`` and ``.md`` after every stack.
 """
 
 from __future__ import annotations
@@ -22,160 +30,185 @@ import argparse
 import datetime as _dt
 import json
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from bench.hardware import device_info  # noqa: E402
+from bench.hardware import device_info, matmul_gflops, vgg16_flops  # noqa: E402
 from jaxblend import BlendConfig, load_vgg  # noqa: E402
-from jaxblend.batch import run_manifest  # noqa: E402
-from jaxblend.blend import run_stages  # noqa: E402
+from jaxblend.batch import _Prepared, _solve_stack, auto_batch_size, stack_size  # noqa: E402
+from jaxblend.blend import resolve_precision  # noqa: E402
 from jaxblend.io import EXAMPLES_DIR, place  # noqa: E402
 
 CASE = EXAMPLES_DIR / "case1"
-SHALLOW = (("relu1_2", 1.0), ("relu2_2", 1.0))
-TINY_JSON = {
-    "canvas": 32, "source_size": 18, "init": "noise", "chunk": 100, "stage2_enabled": False,
-    "solver": "lbfgs",
-    "stage1": {"grad": 1.0, "content": 1e-3, "style": 3e-4, "hist": 1e-4, "tv": 1e-6,
-               "steps": 4, "style_layers": [list(x) for x in SHALLOW],
-               "hist_layers": [["relu2_2", 1.0]]},
-}  # fmt: skip
+RESULTS = Path(__file__).resolve().parent / "results"
+BUDGETS = {"default": None, "small": (2, 2)}
 
 
-def stack_rates(sizes, steps, budget, vgg, record) -> list[dict]:
-    cfg = BlendConfig(canvas=256, source_size=150).replace(steps1=steps[0], steps2=steps[1])
-    job = place(CASE / "source.png", CASE / "target.png", CASE / "mask.png",
-                center=(100, 118), canvas=256, source_size=150)  # fmt: skip
-    rows, t_start = [], time.perf_counter()
-    for n in sizes:
-        if time.perf_counter() - t_start > budget:
-            rows.append({"stack": n, "skipped": "time budget"})
-            record(rows)
-            continue
-        t, s, m = (np.stack([getattr(job, a)] * n) for a in ("target", "source", "mask"))
-        seeds = np.arange(n, dtype=np.uint32)
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            out = run_stages(cfg, vgg, t, s, m, seed=seeds, batched=True)
-            np.asarray(out["image"])
-            times.append(time.perf_counter() - t0)
-        ev = {k: int(np.asarray(v).max()) for k, v in out["evaluations"].items()}
-        rate = round(n / times[1] * 60, 2)
-        rows.append({"stack": n, "first_s": round(times[0], 2), "steady_s": round(times[1], 2),
-                     "jobs_per_min": rate, "evaluations_max": ev})  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-        record(rows)
-    return rows
+def case1_job(canvas: int):
+    s = canvas / 512
+    return place(CASE / "source.png", CASE / "target.png", CASE / "mask.png",
+                 center=(200 * s, 235 * s), canvas=canvas, source_size=round(300 * s))  # fmt: skip
 
 
-def manifest_run(n_jobs: int, stack: int) -> dict:
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        Image.open(CASE / "target.png").convert("RGB").resize((48, 48)).save(d / "t.png")
-        Image.open(CASE / "source.png").convert("RGB").resize((24, 24)).save(d / "s.png")
-        Image.open(CASE / "mask.png").convert("L").resize((24, 24)).save(d / "m.png")
-        (d / "c.json").write_text(json.dumps(TINY_JSON))
-        rows = [{"id": f"job{i:04d}", "source": "s.png", "mask": "m.png", "target": "t.png",
-                 "center": f"{13 + i % 6},{13 + (i // 6) % 6}", "seed": i}
-                for i in range(n_jobs)]  # fmt: skip
-        (d / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def config_for(canvas: int, budget: str, precision: str) -> BlendConfig:
+    cfg = BlendConfig(canvas=canvas, source_size=round(300 * canvas / 512), precision=precision)
+    steps = BUDGETS[budget]
+    return cfg if steps is None else cfg.replace(steps1=steps[0], steps2=steps[1])
+
+
+def time_stack(cfg: BlendConfig, vgg, job, n: int, devices, repeats: int) -> dict:
+    """First call (compile + run) and steady seconds of one stack of ``n`` case1 jobs."""
+    part = [_Prepared(i, job, cfg, i) for i in range(n)]
+    times, results = [], None
+    for _ in range(1 + repeats):
         t0 = time.perf_counter()
-        rc = run_manifest(d / "m.jsonl", d / "out", batch_size=stack, config_path=d / "c.json",
-                          quiet=True)  # fmt: skip
-        dt = time.perf_counter() - t0
-        recs = (d / "out" / "results.jsonl").read_text().splitlines()
-        ok = sum(json.loads(r)["status"] == "ok" for r in recs)
-    return {"jobs": n_jobs, "stack": stack, "exit": rc, "ok": ok, "seconds": round(dt, 2),
-            "jobs_per_min": round(ok / dt * 60, 1)}  # fmt: skip
+        results = _solve_stack(cfg, vgg, part, part, devices)
+        times.append(time.perf_counter() - t0)
+    evals = sum(sum(r.evaluations.values()) for _, r, _ in results)
+    steady = min(times[1:])
+    h, w = job.target.shape[:2]
+    flops = evals * vgg16_flops(h, w)["forward_backward_flops"]
+    return {
+        "first_s": round(times[0], 3),
+        "steady_s": round(steady, 3),
+        "steady_times": [round(t, 3) for t in times[1:]],
+        "evaluations": evals,
+        "evaluations_per_job": sorted({sum(r.evaluations.values()) for _, r, _ in results}),
+        "finite": all(f for _, _, f in results),
+        "jobs_per_min": round(n / steady * 60, 2),
+        "evaluations_per_s": round(evals / steady, 1),
+        "tflops": round(flops / steady / 1e12, 3),
+    }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--steps", type=int, nargs=2, default=[3, 3])
-    ap.add_argument("--budget", type=float, default=300.0)
-    ap.add_argument("--tiny-jobs", type=int, default=200)
-    ap.add_argument("--tiny-stack", type=int, default=8)
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--canvas", type=int, nargs="+", default=[512, 1024])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--batch-size", choices=("auto",), default=None,
+                    help="also the stack auto_batch_size picks")  # fmt: skip
+    ap.add_argument("--budget", choices=tuple(BUDGETS), default="default")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--max-stack", type=int, default=None)
+    ap.add_argument("--time-budget", type=float, default=1e9, help="seconds")
+    ap.add_argument("--repeats", type=int, default=1, help="steady calls per stack (min)")
+    ap.add_argument("--out", default=None, help="results file stem")
     ap.add_argument("--render", default=None, help="rewrite the .md of a results .json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.render:
         from bench.report import rerender
 
         print(rerender(a.render, markdown))
-        return
+        return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     info = device_info()
     print(json.dumps(info), flush=True)
+    devices = tuple(jax.local_devices())
+    platform = devices[0].platform
     vgg = load_vgg()
-    settings = {"canvas": 256, "source_size": 150, "config": "BlendConfig() defaults "
-                "(lbfgs solver, poisson init, VGG16 to relu4_3)", "steps": a.steps,
-                "devices": len(jax.local_devices())}  # fmt: skip
-    man: dict = {}
-    stacks: list = []
-    man = manifest_run(a.tiny_jobs, a.tiny_stack)  # first: cheap, and always recorded
-    print(json.dumps(man), flush=True)
-    write(info, settings, stacks, man, a)
-    stacks = stack_rates(a.sizes, a.steps, a.budget, vgg,
-                         lambda rows: write(info, settings, rows, man, a))  # fmt: skip
+    precision = resolve_precision(a.precision, platform)
+    t_start = time.perf_counter()
+    peak = matmul_gflops(precision=precision, repeats=5)
+    print(f"matmul peak ({precision}, {peak['n']}²): {peak['gflops']:.0f} GFLOP/s", flush=True)
+    res = {
+        "device": info,
+        "settings": {
+            "canvas": a.canvas, "sizes": a.sizes, "batch_size": a.batch_size,
+            "budget": a.budget, "precision": a.precision, "resolved_precision": precision,
+            "max_stack": a.max_stack, "time_budget": a.time_budget, "repeats": a.repeats,
+            "devices": len(devices), "platform": platform,
+            "config": "BlendConfig() defaults (lbfgs, poisson init, VGG16 to relu4_3), "
+                      "case1 at the authors' placement scaled to the canvas",
+        },
+        "peak": {k: peak[k] for k in ("gflops", "n", "precision", "seconds")},
+        "rows": [],
+    }  # fmt: skip
+    stem = a.out or f"batch-{jax.default_backend()}-{_dt.date.today().isoformat()}"
+    for canvas in a.canvas:
+        cfg = config_for(canvas, a.budget, a.precision)
+        job = case1_job(canvas)
+        sizes = [(stack_size(n, n, len(devices)), False) for n in a.sizes]
+        if a.batch_size == "auto":
+            n, per_job, how = auto_batch_size(cfg, vgg, job.target.shape, devices)
+            res["rows"].append({"canvas": canvas, "auto_pick": n, "per_job_bytes": per_job,
+                                "how": how})  # fmt: skip
+            print(f"{canvas}²: auto picks {n} ({how} {per_job / 2**20:.0f} MiB per job)")
+            sizes.append((n, True))
+        for n, auto in sizes:
+            row = {"canvas": canvas, "stack": n, "auto": auto}
+            if a.max_stack is not None and n > a.max_stack:
+                row["skipped"] = f"above --max-stack {a.max_stack}"
+            elif time.perf_counter() - t_start > a.time_budget:
+                row["skipped"] = "time budget"
+            else:
+                row.update(time_stack(cfg, vgg, job, n, devices, a.repeats))
+                row["of_peak"] = round(row["tflops"] * 1e3 / peak["gflops"], 4)
+            print(json.dumps(row), flush=True)
+            res["rows"].append(row)
+            write(res, stem)
+    write(res, stem)
+    print(markdown(res))
+    return 0
 
 
-def write(info, settings, stacks, man, a) -> None:
-    date = _dt.date.today().isoformat()
-    res = {"device": info, "settings": settings, "stacks": stacks, "manifest": man,
-           "manifest_config": TINY_JSON}  # fmt: skip
-    out = Path(__file__).parent / "results" / f"batch-{jax.default_backend()}-{date}"
-    out.parent.mkdir(exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res), flush=True)
+def write(res: dict, stem: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(res))
 
 
 def markdown(res: dict) -> str:
-    """The results file's table: Part 1 (stack rates), Part 2 (the tiny manifest)."""
-    info, settings, man = res["device"], res["settings"], res["manifest"]
-    steps = settings["steps"]
+    info, st, peak = res["device"], res["settings"], res["peak"]
+    budget = "40 + 30 (the default)" if st["budget"] == "default" else "2 + 2 (small)"
+    where = info["device_kind"] + (f" ({info['cpu_count']} cores)" if st["platform"] == "cpu"
+                                   else "")  # fmt: skip
     lines = [
-        f"# Batch throughput, {info['device_kind']} ({info['cpu_count']} cores), "
-        f"{info['date'][:10]}",
+        f"# Batch throughput, {where}, {info['date'][:10]}",
         "",
-        f"jax {info['versions']['jax']}, jaxlib {info['versions']['jaxlib']}, "
-        f"optax {info['versions']['optax']}, jaxopt {info['versions']['jaxopt']}; "
-        f"{settings['devices']} device(s).",
+        f"jax {info['versions']['jax']}, jaxlib {info['versions']['jaxlib']}; "
+        f"{st['devices']} {st['platform']} device(s); precision {st['precision']} = "
+        f"{st['resolved_precision']}; matmul peak at {peak['precision']} ({peak['n']}², "
+        f"measured in this run) {peak['gflops'] / 1e3:.1f} TFLOP/s.",
         "",
-        f"Part 1: case1 at 256² (source 150 px), {settings['config']}, "
-        f"steps {steps[0]}+{steps[1]} evaluations; one stack via run_stages(batched=True).",
+        f"{st['config']}; budget {budget} evaluations per job. One stack of n copies of "
+        "the job through the production path (sharded over the devices, results fetched); "
+        "the first call compiles, the steady call (the least of "
+        f"{st['repeats']}) gives the rates. TFLOP/s: evaluations x the VGG16 FLOPs of one "
+        "(forward + input-gradient backward) / steady seconds (Poisson start and per-stage "
+        "constants not counted).",
         "",
-        "| stack | first call s (compile+run) | steady s | jobs/min |",
-        "|---:|---:|---:|---:|",
+        "| canvas | stack | first call s (compile + run) | steady s | jobs/min | "
+        "evaluations/s | TFLOP/s | of matmul peak |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in res["stacks"]:
+    for r in res["rows"]:
+        if "auto_pick" in r:
+            continue
+        n = f"{r['stack']} (auto)" if r.get("auto") else str(r["stack"])
         if "skipped" in r:
-            lines.append(f"| {r['stack']} | skipped ({r['skipped']}) | | |")
-        else:
-            lines.append(f"| {r['stack']} | {r['first_s']} | {r['steady_s']} | "
-                         f"{r['jobs_per_min']} |")  # fmt: skip
-    lines += [
-        "",
-        f"Part 2: {man['jobs']} tiny jobs (32² canvas, blocks 1–2, 4 evaluations, stage 1, "
-        f"lbfgs) through run_manifest, stack {man['stack']}: {man['ok']} ok in "
-        f"{man['seconds']} s = **{man['jobs_per_min']} jobs/min** (exit {man['exit']}; "
-        "compilation, PNG writes and the fsynced log included).",
-        "",
-    ]
+            lines.append(f"| {r['canvas']}² | {n} | skipped ({r['skipped']}) | | | | | |")
+            continue
+        lines.append(
+            f"| {r['canvas']}² | {n} | {r['first_s']:.1f} | {r['steady_s']:.2f} | "
+            f"{r['jobs_per_min']:.1f} | {r['evaluations_per_s']:.0f} | {r['tflops']:.2f} | "
+            f"{r['of_peak']:.1%} |"
+        )
+    autos = [r for r in res["rows"] if "auto_pick" in r]
+    if autos:
+        lines += [""] + [
+            f"`--batch-size auto` at {r['canvas']}²: {r['auto_pick']} jobs per stack "
+            f"({r['how']} {r['per_job_bytes'] / 2**20:.0f} MiB per job)."
+            for r in autos
+        ]
     if res.get("notes"):
-        lines += [res["notes"], ""]
-    return "\n".join(lines)
+        lines += ["", res["notes"]]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
