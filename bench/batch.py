@@ -1,7 +1,8 @@
 """Batch throughput at the default budget: jobs per minute and TFLOP/s against stack size.
 
     python bench/batch.py [--canvas 512 1024] [--sizes 1 4 16] [--batch-size auto]
-                          [--budget default|small] [--max-stack N] [--time-budget S]
+                          [--then-sizes 8] [--budget default|small] [--max-stack N]
+                          [--time-budget S] [--precision auto]
     python bench/batch.py --render bench/results/batch-<platform>-<date>.json
 
 For each canvas, case1 at the authors' placement scaled to it (512: source 300 px, centre
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import sys
 import time
 import warnings
@@ -90,6 +92,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--canvas", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument(
+        "--then-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="more stacks, every canvas's, after all the first ones (time allowing)",
+    )
     ap.add_argument("--batch-size", choices=("auto",), default=None,
                     help="also the stack auto_batch_size picks")  # fmt: skip
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="default")
@@ -118,7 +127,8 @@ def main(argv=None) -> int:
     res = {
         "device": info,
         "settings": {
-            "canvas": a.canvas, "sizes": a.sizes, "batch_size": a.batch_size,
+            "canvas": a.canvas, "sizes": a.sizes, "then_sizes": a.then_sizes,
+            "batch_size": a.batch_size,
             "budget": a.budget, "precision": a.precision, "resolved_precision": precision,
             "max_stack": a.max_stack, "time_budget": a.time_budget, "repeats": a.repeats,
             "devices": len(devices), "platform": platform,
@@ -126,31 +136,37 @@ def main(argv=None) -> int:
                       "case1 at the authors' placement scaled to the canvas",
         },
         "peak": {k: peak[k] for k in ("gflops", "n", "precision", "seconds")},
+        "load_average": [list(os.getloadavg())],
         "rows": [],
     }  # fmt: skip
     stem = a.out or f"batch-{jax.default_backend()}-{_dt.date.today().isoformat()}"
+    plan = []  # (canvas, stack, auto): every canvas's first sizes, then the others
     for canvas in a.canvas:
         cfg = config_for(canvas, a.budget, a.precision)
-        job = case1_job(canvas)
         sizes = [(stack_size(n, n, len(devices)), False) for n in a.sizes]
         if a.batch_size == "auto":
-            n, per_job, how = auto_batch_size(cfg, vgg, job.target.shape, devices)
+            n, per_job, how = auto_batch_size(cfg, vgg, case1_job(canvas).target.shape, devices)
             res["rows"].append({"canvas": canvas, "auto_pick": n, "per_job_bytes": per_job,
                                 "how": how})  # fmt: skip
             print(f"{canvas}²: auto picks {n} ({how} {per_job / 2**20:.0f} MiB per job)")
             sizes.append((n, True))
-        for n, auto in sizes:
-            row = {"canvas": canvas, "stack": n, "auto": auto}
-            if a.max_stack is not None and n > a.max_stack:
-                row["skipped"] = f"above --max-stack {a.max_stack}"
-            elif time.perf_counter() - t_start > a.time_budget:
-                row["skipped"] = "time budget"
-            else:
-                row.update(time_stack(cfg, vgg, job, n, devices, a.repeats))
-                row["of_peak"] = round(row["tflops"] * 1e3 / peak["gflops"], 4)
-            print(json.dumps(row), flush=True)
-            res["rows"].append(row)
-            write(res, stem)
+        plan += [(canvas, n, auto) for n, auto in sizes]
+    for canvas in a.canvas:
+        plan += [(canvas, stack_size(n, n, len(devices)), False) for n in a.then_sizes]
+    for canvas, n, auto in plan:
+        cfg = config_for(canvas, a.budget, a.precision)
+        row = {"canvas": canvas, "stack": n, "auto": auto}
+        if a.max_stack is not None and n > a.max_stack:
+            row["skipped"] = f"above --max-stack {a.max_stack}"
+        elif time.perf_counter() - t_start > a.time_budget:
+            row["skipped"] = "time budget"
+        else:
+            row.update(time_stack(cfg, vgg, case1_job(canvas), n, devices, a.repeats))
+            row["of_peak"] = round(row["tflops"] * 1e3 / peak["gflops"], 4)
+        print(json.dumps(row), flush=True)
+        res["rows"].append(row)
+        res["load_average"].append(list(os.getloadavg()))
+        write(res, stem)
     write(res, stem)
     print(markdown(res))
     return 0
@@ -173,7 +189,7 @@ def markdown(res: dict) -> str:
         f"jax {info['versions']['jax']}, jaxlib {info['versions']['jaxlib']}; "
         f"{st['devices']} {st['platform']} device(s); precision {st['precision']} = "
         f"{st['resolved_precision']}; matmul peak at {peak['precision']} ({peak['n']}², "
-        f"measured in this run) {peak['gflops'] / 1e3:.1f} TFLOP/s.",
+        f"measured in this run) {peak['gflops'] / 1e3:.3g} TFLOP/s.",
         "",
         f"{st['config']}; budget {budget} evaluations per job. One stack of n copies of "
         "the job through the production path (sharded over the devices, results fetched); "
@@ -186,7 +202,7 @@ def markdown(res: dict) -> str:
         "evaluations/s | TFLOP/s | of matmul peak |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in res["rows"]:
+    for r in sorted(res["rows"], key=lambda r: (r["canvas"], r.get("stack", 0))):
         if "auto_pick" in r:
             continue
         n = f"{r['stack']} (auto)" if r.get("auto") else str(r["stack"])
@@ -195,9 +211,12 @@ def markdown(res: dict) -> str:
             continue
         lines.append(
             f"| {r['canvas']}² | {n} | {r['first_s']:.1f} | {r['steady_s']:.2f} | "
-            f"{r['jobs_per_min']:.1f} | {r['evaluations_per_s']:.0f} | {r['tflops']:.2f} | "
+            f"{r['jobs_per_min']:.1f} | {r['evaluations_per_s']:.3g} | {r['tflops']:.3g} | "
             f"{r['of_peak']:.1%} |"
         )
+    if res.get("load_average"):
+        ones = [x[0] for x in res["load_average"]]
+        lines += ["", f"One-minute load average during the run {min(ones):.1f} to {max(ones):.1f}."]
     autos = [r for r in res["rows"] if "auto_pick" in r]
     if autos:
         lines += [""] + [

@@ -10,10 +10,16 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl jaxopt==0.8.5 pillow==13.0.0
-# No network. Steps (each under its own timeout, cut to what is left of BUDGET seconds; a
-# failing step does not stop the run):
-#   0 environment   1 python -m bench (per evaluation, torch on the GPU, memory)
-#   2 bench/case1.py   3 bench/batch.py   4 bench/poisson.py   5 pytest
+# No network. Steps, in priority order (each under its own timeout, cut to what is left of
+# BUDGET seconds, about nine minutes; a failing step does not stop the run):
+#   0 environment
+#   1 python -m bench, stage 1 at 512² and 1024² in float32 / tf32 / bfloat16, beside the
+#     authors' PyTorch step with TF32 off and with PyTorch's defaults (TF32 convolutions)
+#   2 bench/batch.py: the default configuration (precision auto) at its full budget, 512²
+#     and 1024², stacks 1 and --batch-size auto, then 8 where time is left
+#   3 bench/case1.py at tf32 and at bfloat16 (the quality figures behind precision auto)
+#   4 bench/pipeline.py (manifest end to end against the device rate)   5 pytest
+# Steps 3-5 run only in what is left of the budget.
 # Output, refreshed after every step so that a kill still returns what was done:
 #   $OUT/device_results.tgz  logs/<step>.log, results/<files bench/results got>, summary.txt
 #   $OUT/summary.txt         exit status and seconds per step, and the benches' tables
@@ -23,7 +29,7 @@ set -u
 cd "$(dirname "$0")/.."
 
 SMOKE=${SMOKE:-0}
-BUDGET=${BUDGET:-$([ "$SMOKE" = 1 ] && echo 1800 || echo 470)}
+BUDGET=${BUDGET:-$([ "$SMOKE" = 1 ] && echo 1800 || echo 540)}
 SCALE=$([ "$SMOKE" = 1 ] && echo 5 || echo 1) # step timeouts x SCALE: a smoke run is on a CPU
 OUT=${OUT:-/tmp/jaxblend_device_out}
 START=$(date +%s)
@@ -169,17 +175,17 @@ fi
 
 if [ "$SMOKE" = 1 ]; then
   SIZES=(64)
-  BENCH=(--bf16 --tf32 --memory-sizes 64 --repeats 1)
+  BENCH=(--bf16 --tf32 --stages 1 --memory-sizes --repeats 1)
   CASE1=(--steps 2 2)
-  BATCH=(--sizes 1 2 --steps 1 1 --tiny-jobs 16 --budget 60)
-  POISSON=(--quick)
+  BATCH=(--canvas 64 --sizes 1 --batch-size auto --then-sizes 2 --budget small --max-stack 4)
+  PIPELINE=(--jobs 8 --canvas 48 --steps 1 1 --stack 4)
   TESTS=(tests/test_vgg.py tests/test_bench_tools.py)
 else
   SIZES=(512 1024)
-  BENCH=(--bf16 --tf32 --memory-sizes 512 1024 2048 --repeats 5)
+  BENCH=(--bf16 --tf32 --stages 1 --memory-sizes --repeats 3)
   CASE1=()
-  BATCH=(--sizes 1 4 16 64 --budget 60)
-  POISSON=()
+  BATCH=(--canvas 512 1024 --sizes 1 --batch-size auto --then-sizes 8 --time-budget 250)
+  PIPELINE=(--jobs 400 --canvas 256 --steps 10 10 --stack 16)
   # Device-dependent numerics first (a cut at the time limit leaves the host-side ones).
   TESTS=(tests/test_vgg.py tests/test_bench_tools.py tests/test_losses.py tests/test_optim.py
     tests/test_blend.py tests/test_batch.py tests/test_poisson.py)
@@ -189,15 +195,17 @@ fi
 # 75% of the GPU's memory up front there.
 NOPREALLOC=(env XLA_PYTHON_CLIENT_PREALLOCATE=false)
 if grep -q ' ok$' <<<"$PROBE"; then
-  step bench 170 "${NOPREALLOC[@]}" python3 -m bench --sizes "${SIZES[@]}" "${BENCH[@]}"
+  step bench 150 "${NOPREALLOC[@]}" python3 -m bench --sizes "${SIZES[@]}" "${BENCH[@]}"
 else
   # JAX and PyTorch could not share a process: time the authors' step in one of its own.
-  step bench 150 "${NOPREALLOC[@]}" python3 -m bench --no-torch --sizes "${SIZES[@]}" "${BENCH[@]}"
-  step torch 40 python3 -m bench.torch_step --sizes "${SIZES[@]}" --repeats 5
+  step bench 120 "${NOPREALLOC[@]}" python3 -m bench --no-torch --sizes "${SIZES[@]}" "${BENCH[@]}"
+  step torch 40 python3 -m bench.torch_step --sizes "${SIZES[@]}" --repeats 5 --tf32 both
 fi
-step case1 60 python3 bench/case1.py "${CASE1[@]}"
-step batch 100 python3 bench/batch.py "${BATCH[@]}"
-step poisson 60 python3 bench/poisson.py "${POISSON[@]}"
+step batch 300 python3 bench/batch.py "${BATCH[@]}"
+step case1-tf32 60 python3 bench/case1.py "${CASE1[@]}" --set '{"precision": "tf32"}' --tag tf32
+step case1-bf16 60 python3 bench/case1.py "${CASE1[@]}" --set '{"precision": "bfloat16"}' \
+  --tag bfloat16
+step pipeline 90 python3 bench/pipeline.py "${PIPELINE[@]}"
 # Deselected: they need the network (a 60 MB wheel download) or setuptools and the runtime
 # dependencies in the system's site-packages (a non-editable pip install); nothing in them
 # depends on the device.

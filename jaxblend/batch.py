@@ -56,8 +56,8 @@ __all__ = ["blend_batch", "init_distributed", "load_config", "read_manifest", "r
 
 AUTO_CAP = 64  # largest stack "auto" picks
 # Largest stack "auto" picks on a CPU (more when there are more host devices): past it a
-# stack ran no faster per job (2 cores, 256²: 12.9 jobs/min at 4, 11.3 at 8,
-# bench/results/batch-cpu-2026-11-25.md).
+# stack ran no faster per job (2 cores, 256²: 12.9 jobs/min at 4, 11.3 at 8 in
+# bench/results/batch-cpu-2026-11-25.md; 12.6, 13.8, 12.4 at 1, 2, 4 in batch-cpu-2026-12-02).
 AUTO_CPU_STACK = 4
 RESULTS = "results.jsonl"
 
