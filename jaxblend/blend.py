@@ -22,7 +22,16 @@ import numpy as np
 
 from jaxblend.config import BlendConfig, StageConfig
 from jaxblend.io import ImageLike, Job, Placement, place, to_uint8
-from jaxblend.solve import TERMS, Programs, VGGSpec, composite, evaluations, programs, stopped
+from jaxblend.solve import (
+    TERMS,
+    Programs,
+    VGGSpec,
+    composite,
+    evaluations,
+    programs,
+    stage_image,
+    stopped,
+)
 
 Progress = Callable[[dict], None]
 
@@ -179,7 +188,7 @@ def _run_stage(
                 }
             )
         if frames is not None:
-            frames.append(to_uint8(composite(carry.best_x, target, mask)))
+            frames.append(to_uint8(stage_image(cfg, carry.best_x, target, mask)))
         active = (now < budget) & finite & ~halted & (now > done)
         done = now
         if not active.any():
@@ -196,7 +205,7 @@ def _run_stage(
         )
     if not batched:
         done, ok = done[0], ok[0]
-    return composite(x, target, mask), done, t0, t1, ok
+    return stage_image(cfg, x, target, mask), done, t0, t1, ok
 
 
 def run_stages(

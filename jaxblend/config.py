@@ -26,6 +26,7 @@ HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 INITS = ("noise", "paste", "poisson")
 SOLVERS = ("jaxopt", "optax", "lbfgs")
 OPERATORS = ("laplacian", "gradient")
+REGIONS = ("mask", "image")
 PRECISIONS = ("auto", "float32", "bfloat16", "tf32")
 
 
@@ -51,6 +52,10 @@ class StageConfig:
         scene, as ``content_gap``). Not in the paper; off in the ``paper`` preset.
       band: when positive, the gradient term covers only the pixels within ``band`` px of
         the mask edge (a seam term for the style refinement) instead of the whole canvas.
+      region: the pixels the stage changes: ``"mask"`` (the object; outside it the result
+        is the target, bit for bit) or ``"image"`` (every pixel, as the authors' stage 2:
+        the scene around the object may move a little so the object need not absorb the
+        whole style difference alone).
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
         rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
@@ -70,6 +75,7 @@ class StageConfig:
     mixed: bool = False
     normalize: bool = False
     band: int = 0
+    region: str = "mask"
     smooth: float = 0.0
 
     def layers(self) -> tuple[str, ...]:
@@ -153,6 +159,8 @@ class BlendConfig:
             ("stage2_content", self.stage2_content, ("source", "stage1")),
             ("stage1.operator", self.stage1.operator, OPERATORS),
             ("stage2.operator", self.stage2.operator, OPERATORS),
+            ("stage1.region", self.stage1.region, REGIONS),
+            ("stage2.region", self.stage2.region, REGIONS),
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

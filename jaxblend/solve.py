@@ -91,6 +91,12 @@ def composite(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
     return x * m + target * (1 - m)
 
 
+def stage_image(cfg: StageConfig, x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """The image a stage's iterate stands for: the composite (``region="mask"``) or the
+    iterate itself (``region="image"``: every pixel is optimised, as the authors' stage 2)."""
+    return x if cfg.region == "image" else composite(x, target, mask)
+
+
 def prepare(
     cfg: StageConfig,
     spec: VGGSpec,
@@ -153,7 +159,7 @@ def loss_terms(
     cfg: StageConfig, spec: VGGSpec, x: jax.Array, data: StageData, *, masked: bool
 ) -> dict:
     """Each weighted loss term of the objective at ``x`` (a dict; sum = objective)."""
-    blend = composite(x, data.target, data.mask)
+    blend = stage_image(cfg, x, data.target, data.mask)
     feats = _features(spec, data.params, blend, cfg.layers())
     zero = jnp.float32(0)
     out = {t: zero for t in TERMS}

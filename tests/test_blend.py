@@ -265,3 +265,23 @@ def test_normalized_terms_are_one_at_the_naive_paste(case1):
     at_target = {k: float(v) for k, v in p.terms(t, data).items()}
     assert at_target["content"] == pytest.approx(1.0, rel=1e-4)
     assert at_target["style"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stage_image_region():
+    """region="mask" composites the iterate into the target; region="image" is the iterate."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxblend.solve import stage_image
+
+    x = jnp.full((4, 5, 3), 7.0)
+    t = jnp.zeros((4, 5, 3))
+    m = jnp.zeros((4, 5)).at[1:3, 1:4].set(1.0)
+    s = BlendConfig().stage2
+    inside = np.asarray(stage_image(dataclasses.replace(s, region="mask"), x, t, m))
+    assert inside[0, 0, 0] == 0 and inside[1, 1, 0] == 7
+    whole = np.asarray(stage_image(dataclasses.replace(s, region="image"), x, t, m))
+    assert (whole == 7).all()
+    with pytest.raises(jaxblend.InputError, match="region"):
+        BlendConfig(stage2=dataclasses.replace(s, region="everything"))
