@@ -11,7 +11,10 @@ the section takes. Sections are per platform, so a GPU run does not replace the 
   which includes the older ``case1-default-<date>.md`` / ``case1-gpu-*.md``);
 * ``poisson`` / ``poisson-gpu``: ``bench/poisson.py`` (``poisson-cpu-*`` / ``poisson-gpu-*``);
 * ``batch`` / ``batch-gpu``: ``bench/batch.py`` (``batch-cpu-*`` / ``batch-gpu-*``);
-* ``cache``: ``bench/compile_cache.py`` (``compile-cache-cpu-*``).
+* ``cache``: ``bench/compile_cache.py`` (``compile-cache-cpu-*``);
+* ``warmup``: ``bench/compile_cache.py --name compile-warmup`` (``compile-warmup-cpu-*``);
+* ``pipeline`` / ``pipeline-gpu``: ``bench/pipeline.py`` (``pipeline-cpu-*`` /
+  ``pipeline-gpu-*``).
 
 Every figure in those sections therefore comes from a results file, with its device and date.
 """
@@ -36,6 +39,9 @@ SECTIONS: dict[str, Callable[[str], bool]] = {
     "batch": lambda n: n.startswith("batch-cpu-"),
     "batch-gpu": lambda n: n.startswith("batch-gpu-"),
     "cache": lambda n: n.startswith("compile-cache-cpu-"),
+    "warmup": lambda n: n.startswith("compile-warmup-cpu-"),
+    "pipeline": lambda n: n.startswith("pipeline-cpu-"),
+    "pipeline-gpu": lambda n: n.startswith("pipeline-gpu-"),
 }
 
 

@@ -207,6 +207,7 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "batch-cpu-2026-11-25.md", "batch-gpu-2026-11-26.md", "batch-cpu-2026-11-24.md",
         "poisson-cpu-2026-11-25.md", "poisson-gpu-2026-11-26.md",
         "compile-cache-cpu-2026-11-26.md", "calibrate.jsonl", "cpu-cpu-2026-11-27.json",
+        "compile-warmup-cpu-2026-12-02.md", "pipeline-cpu-2026-12-02.md",
     ]  # fmt: skip
     for n in names:
         (tmp_path / n).write_text(n)
@@ -221,6 +222,9 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "batch": "batch-cpu-2026-11-25.md",
         "batch-gpu": "batch-gpu-2026-11-26.md",
         "cache": "compile-cache-cpu-2026-11-26.md",
+        "warmup": "compile-warmup-cpu-2026-12-02.md",
+        "pipeline": "pipeline-cpu-2026-12-02.md",
+        "pipeline-gpu": None,
     }
     (tmp_path / "case1-cpu-default-2026-11-27.md").write_text("x")
     for n in ("gpu-NVIDIA_H200-2026-11-26.md", "compile-cache-cpu-2026-11-26.md"):
