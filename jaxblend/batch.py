@@ -209,13 +209,15 @@ def _layouts(
         yield i, fut.result()
 
 
-def _solve_stack(cfg, vgg, part, padded, devices):
+def _solve_stack(cfg, vgg, part, padded, devices, limit=None):
     arrays = [np.stack([getattr(p.job, a) for p in padded]) for a in ("target", "source", "mask")]
     seeds = np.asarray([p.seed for p in padded], np.uint32)
     t, s, m, sd = _put_stack([*arrays, seeds], devices)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonFiniteWarning)
-        out = run_stages(cfg, _replicated_vgg(vgg, devices), t, s, m, seed=sd, batched=True)
+        out = run_stages(
+            cfg, _replicated_vgg(vgg, devices), t, s, m, seed=sd, batched=True, limit=limit
+        )
     image = np.asarray(out["image"])
     stage1 = np.asarray(out["stage1"])
     finite = np.asarray(out["finite"])

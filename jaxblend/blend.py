@@ -162,11 +162,12 @@ def _run_stage(
     progress: Progress | None,
     frames: list | None,
     scale: float = 1.0,
+    limit: int | None = None,
 ):
     p = programs(cfg, spec, masked, config.solver, config.history, batched)
     data, carry, t0 = _prepare_and_start(p)(params, x0, target, mask, source, content_ref)
     t0 = {k: np.asarray(v) for k, v in t0.items()}
-    budget = int(cfg.steps)
+    budget = int(cfg.steps) if limit is None else min(int(cfg.steps), int(limit))
     done = np.atleast_1d(np.asarray(evaluations(config.solver, carry)))
     active = np.ones_like(done, bool)
     while True:
@@ -219,12 +220,16 @@ def run_stages(
     batched: bool = False,
     progress: Progress | None = None,
     frames: list | None = None,
+    limit: int | None = None,
 ) -> dict:
     """Run stage 1 (and stage 2) on canvas arrays; one job or a stack of jobs.
 
     Returns a dict with ``image``, ``stage1`` (float arrays), ``losses``, ``evaluations``,
     ``seconds`` and ``finite`` (False where a job's objective became non-finite and the
     best finite iterate was kept); per job along the leading axis when ``batched``.
+    ``limit`` caps every solve (each stage, each coarse scale) at that many evaluations
+    without changing the configuration, so the compiled programs are the ones the full
+    budget runs (:mod:`jaxblend.warmup`).
     """
     if config.style_strength != 1.0:
         k = float(config.style_strength)
@@ -260,12 +265,13 @@ def run_stages(
             x_s, n, _, _, _ = _run_stage(
                 "stage1", cfg_c, config, spec, vgg.params, x_s, t_s, m_s, s_s, n_s,
                 masked=True, batched=batched, progress=progress, frames=None, scale=s,
+                limit=limit,
             )  # fmt: skip
             n_coarse = n_coarse + n
             x0 = _resize(x_s, hw)
     img, n, l0, l1, ok = _run_stage(
         "stage1", cfg1, config, spec, vgg.params, x0, target, mask, source, naive,
-        masked=True, batched=batched, progress=progress, frames=frames,
+        masked=True, batched=batched, progress=progress, frames=frames, limit=limit,
     )  # fmt: skip
     img.block_until_ready()
     out["seconds"]["stage1"] = time.perf_counter() - t
@@ -280,6 +286,7 @@ def run_stages(
         img2, n, l0, l1, ok2 = _run_stage(
             "stage2", config.stage2, config, spec, vgg.params, img, target, mask, source, ref2,
             masked=by_source, batched=batched, progress=progress, frames=frames,
+            limit=limit,
         )  # fmt: skip
         img2.block_until_ready()
         out["seconds"]["stage2"] = time.perf_counter() - t

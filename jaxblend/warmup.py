@@ -4,8 +4,9 @@ A process's first blend of a canvas shape (and, for batches, a stack size) spend
 its time compiling: every stage's programs, the Poisson start, the small programs around
 them. :func:`warmup` compiles all of them for the shapes asked for, by running the real
 driver (:func:`jaxblend.blend.run_stages`) on a synthetic job of that shape with a budget of
-one objective evaluation per stage. The compiled programs do not depend on the budget (it
-is an argument of the solver loop, not a constant in it), so with the persistent cache on
+one objective evaluation per stage (``run_stages(..., limit=1)``: the configuration, and
+so every program, stays the blend's). The compiled programs do not depend on the budget
+(it is an argument of the solver loop, not a constant in it), so with the persistent cache on
 (:func:`jaxblend.enable_compilation_cache`; ``jaxblend warmup`` turns it on) a later
 process with the same configuration, shapes, jaxlib and device loads every program instead
 of compiling it. Within one process the programs stay compiled in memory as well.
@@ -31,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxblend.blend import NonFiniteWarning, blend_job
+from jaxblend.blend import NonFiniteWarning, run_stages
 from jaxblend.config import BlendConfig
 from jaxblend.errors import InputError, JaxblendError
 from jaxblend.io import Job, place
@@ -53,10 +54,6 @@ def synthetic_job(shape: tuple[int, int]) -> Job:
     r = (side - 1) / 2
     mask = ((((yy - r) / (0.45 * side)) ** 2 + ((xx - r) / (0.45 * side)) ** 2) <= 1) * 255
     return place(source, target, mask.astype(np.uint8), center=(h / 2, w / 2), canvas=max(h, w))
-
-
-def _budget_one(config: BlendConfig) -> BlendConfig:
-    return config.replace(steps1=1, steps2=1, seed=0)
 
 
 def warmup(
@@ -91,7 +88,6 @@ def warmup(
     from jaxblend.vgg import load_vgg
 
     config = BlendConfig() if config is None else config
-    cfg = _budget_one(config)
     vgg = load_vgg(config.network) if vgg is None else vgg
     job = synthetic_job(shape)
     devs = tuple(jax.local_devices() if devices is None else devices)
@@ -100,12 +96,13 @@ def warmup(
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteWarning)
-            if n is None:
-                blend_job(job, config=cfg, vgg=vgg)
-            else:
+            if n is None:  # what blend_job runs
+                run_stages(config, vgg, job.target, job.source, job.mask, limit=1)
+            else:  # what a batch bucket runs (its configuration has seed 0)
                 b = stack_size(int(n), int(n), len(devs))
+                cfg = config.replace(seed=0)
                 part = [_Prepared(i, job, cfg, i) for i in range(b)]
-                _solve_stack(cfg, vgg, part, part, devs)
+                _solve_stack(cfg, vgg, part, part, devs, limit=1)
         dt = time.perf_counter() - t0
         rows.append({"shape": list(job.target.shape[:2]), "stack": n, "seconds": dt})
         if log is not None:

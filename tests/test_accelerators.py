@@ -167,6 +167,36 @@ def test_warmup_fills_the_cache_a_batch_then_only_reads(images, tmp_path):
     assert {r["evaluations"]["stage1"] for r in recs} == {3}
 
 
+def test_warmup_in_process_then_a_batch_compiles_nothing(vgg, images):
+    import logging
+
+    from jaxblend.warmup import warmup
+
+    cfg = CFG.replace(canvas=40)  # a shape no other test compiles
+    rows = warmup(cfg, shape=(40, 40), stacks=[4], vgg=vgg)
+    assert rows[0]["stack"] == 4 and rows[0]["shape"] == [40, 40]
+    records: list[str] = []
+
+    class H(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    h = H()
+    logging.getLogger("jax").addHandler(h)
+    try:
+        with jax.log_compiles(True):
+            jobs = [{"source": images / "source.png", "mask": images / "mask.png",
+                     "target": images / "target.png", "center": c, "seed": i}
+                    for i, c in enumerate(CENTERS[:4])]  # fmt: skip
+            out = blend_batch(jobs, cfg, batch_size=4, vgg=vgg)
+    finally:
+        logging.getLogger("jax").removeHandler(h)
+    assert all(r.image.shape == (40, 40, 3) and r.evaluations["stage1"] == 2 for r in out)
+    big = [r for r in records if "Compiling" in r and
+           any(k in r for k in ("prepare", "start", "advance", "terms", "_solve"))]  # fmt: skip
+    assert big == [], big
+
+
 def test_warmup_single_blend_programs_then_blend_reads_only(images, tmp_path):
     cache = tmp_path / "xla"
     cfg = str(images / "config.json")
