@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxblend import validate
 from jaxblend.errors import InputError
 
 LayerWeights = tuple[tuple[str, float], ...]
@@ -77,6 +78,26 @@ class StageConfig:
     band: int = 0
     region: str = "mask"
     smooth: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("grad", "content", "style", "hist", "tv", "range"):
+            validate.number(getattr(self, name), f"{name} (a loss weight)", 0.0)
+        validate.integer(self.steps, "steps", 1, validate.MAX_STEPS)
+        for name in ("content_layers", "style_layers", "hist_layers"):
+            value = getattr(self, name)
+            try:
+                pairs = [(n, w) for n, w in value]
+            except (TypeError, ValueError):
+                pairs = None
+            if pairs is None or any(not isinstance(n, str) for n, _ in pairs):
+                raise InputError(f"{name} must be ((layer, weight), ...), got {value!r}")
+            for n, w in pairs:
+                validate.number(w, f"{name} weight of {n}", 0.0)
+        for name in ("mixed", "normalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        validate.integer(self.band, "band", 0, validate.MAX_SIDE)
+        validate.number(self.smooth, "smooth", 0.0, 1000.0)
 
     def layers(self) -> tuple[str, ...]:
         """The VGG layers this stage's active terms read (sorted, no repeats)."""
@@ -152,6 +173,27 @@ class BlendConfig:
     style_strength: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("stage1", "stage2"):
+            if not isinstance(getattr(self, name), StageConfig):
+                raise InputError(f"{name} must be a StageConfig, got {getattr(self, name)!r}")
+        if self.canvas is not None:
+            validate.integer(self.canvas, "canvas", 8, validate.MAX_SIDE)
+        if self.source_size is not None:
+            validate.integer(self.source_size, "source_size", 1, validate.MAX_SIDE)
+        validate.seed(self.seed)
+        validate.integer(self.history, "history (the L-BFGS memory)", 1, 1000)
+        validate.integer(self.chunk, "chunk", 1, validate.MAX_STEPS)
+        validate.number(self.style_strength, "style_strength", 0.0)
+        if not isinstance(self.stage2_enabled, bool):
+            raise InputError(f"stage2_enabled must be true or false, got {self.stage2_enabled!r}")
+        if not isinstance(self.network, str) or not self.network:
+            raise InputError(f"network must be a name such as 'vgg16', got {self.network!r}")
+        if not isinstance(self.scales, tuple) or not self.scales:
+            raise InputError(
+                f"scales must be a tuple of numbers ending with 1.0, got {self.scales!r}"
+            )
+        for v in self.scales:
+            validate.number(v, "each of scales", 0.0, 1.0, lo_open=True)
         for name, value, allowed in (
             ("init", self.init, INITS),
             ("solver", self.solver, SOLVERS),
