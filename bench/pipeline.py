@@ -4,7 +4,7 @@
     python bench/pipeline.py --render bench/results/pipeline-<platform>-<date>.json
 
 Real jobs: the case images of ``jaxblend/examples/case1`` and ``../shared/examples``
-(case1, case2, case4: 350 to 696 px PNGs, decoded and resized for every job), the object
+(case1, case2, case4, where present: PNGs decoded and resized for every job), the object
 at half the canvas's side and at varied placements (seeded), the default configuration
 except the canvas and the budget (``--steps``, evaluations per stage). After one stack has
 compiled every program (untimed), in this order:
@@ -80,6 +80,18 @@ def make_manifest(
     return m, [str(c.relative_to(ROOT.parent)) for c in cases]
 
 
+def image_sides(cases: list[str]) -> list[int]:
+    """Smallest and largest side of the cases' images (what each job decodes)."""
+    from PIL import Image
+
+    sides = []
+    for c in cases:
+        for f in ("source.png", "mask.png", "target.png"):
+            with Image.open(ROOT.parent / c / f) as im:
+                sides += list(im.size)
+    return [min(sides), max(sides)]
+
+
 def device_rate(manifest: Path, config_path: Path, stack: int, vgg) -> dict:
     """Seconds to solve every stack of the manifest's jobs, laid out beforehand."""
     config = load_config(config_path)
@@ -136,7 +148,8 @@ def main(argv=None) -> int:
         cfg = d / "config.json"
         res["settings"] = {"jobs": a.jobs, "canvas": a.canvas, "steps": a.steps,
                            "stack": a.stack, "workers": workers, "cases": cases,
-                           "devices": len(jax.local_devices())}  # fmt: skip
+                           "devices": len(jax.local_devices()),
+                           "image_sides": image_sides(cases)}  # fmt: skip
         warm, _ = make_manifest(d, a.stack, a.canvas, tuple(a.steps), seed=1, name="warm")
         t0 = time.perf_counter()
         run_manifest(warm, d / "warm", batch_size=a.stack, config_path=cfg, quiet=True)
@@ -168,11 +181,13 @@ def markdown(res: dict) -> str:
         f" ({info['cpu_count']} cores)" if info["jax_backend"] == "cpu" else ""
     )
     steps = st["steps"]
+    lo, hi = st.get("image_sides", (350, 696))  # the files of 2026-12-02 predate the field
+    sides = f"{lo}–{hi}"
     lines = [
         f"# Manifest pipeline, {where}, {info['date'][:10]}",
         "",
         f"jax {info['versions']['jax']}; {st['devices']} device(s). {st['jobs']} real jobs "
-        f"({', '.join(st['cases'])}: PNGs of 350–696 px decoded and resized per job) at "
+        f"({', '.join(st['cases'])}: PNGs of {sides} px decoded and resized per job) at "
         f"seeded placements, canvas {st['canvas']}², object {st['canvas'] // 2} px, default "
         f"configuration at {steps[0]} + {steps[1]} evaluations, stacks of {st['stack']}; "
         f"programs compiled beforehand ({res['compile_seconds']} s, untimed). Load average "

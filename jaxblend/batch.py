@@ -861,6 +861,7 @@ def run_manifest(
             for c in commits:
                 c.result()
         finally:
+            stream.close()  # stops the layout threads (pending layouts are cancelled)
             for pool in (writer, committer):  # the writes already handed over finish
                 if pool is not None:
                     pool.shutdown(wait=True)

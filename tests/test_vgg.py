@@ -287,9 +287,9 @@ def test_precision_choices_reach_config_and_cli():
     from jaxblend.config import PRECISIONS, BlendConfig
     from jaxblend.errors import InputError
 
-    assert PRECISIONS == ("float32", "bfloat16", "tf32")
+    assert PRECISIONS == ("auto", "float32", "bfloat16", "tf32")
     assert BlendConfig(precision="tf32").precision == "tf32"
-    with pytest.raises(InputError, match="float32, bfloat16, tf32"):
+    with pytest.raises(InputError, match="auto, float32, bfloat16, tf32"):
         BlendConfig(precision="tf16")
     place = ["--source", "s.png", "--mask", "m.png", "--target", "t.png", "-o", "o.png"]
     for name in PRECISIONS:
