@@ -232,6 +232,43 @@ def run_set(cases, config, canvas: int, tag: str, out_dir: Path, vgg=None) -> di
     return results
 
 
+FINAL_GOALS = ("style", "ghosting", "outline", "seam", "fidelity")
+STAGE1_GOALS = ("seam", "style_gap", "content_gap")
+
+
+def summary(results: dict) -> list[str]:
+    """Per case, the final and stage 1 against the authors' where they exist (✓ = no
+    worse: lower is better for every figure compared)."""
+    out = [
+        "Summary: jaxblend's final / the authors' final (✓ where ours is no worse; lower is "
+        "better for all of these), stage 1 likewise, and the structure kept inside the object "
+        "(1 = all, higher is better, not a goal).",
+        "",
+        "| case | " + " | ".join(f"final {k}" for k in FINAL_GOALS)
+        + " | " + " | ".join(f"stage 1 {k}" for k in STAGE1_GOALS) + " | structure |",
+        "|---|" + "---|" * (len(FINAL_GOALS) + len(STAGE1_GOALS) + 1),
+    ]  # fmt: skip
+    for name, c in results["cases"].items():
+        f = c["figures"]
+        cells = []
+        for ours, theirs, keys in (
+            ("final", "authors_final", FINAL_GOALS),
+            ("stage1", "authors_stage1", STAGE1_GOALS),
+        ):
+            for k in keys:
+                a = f[ours][k]
+                if theirs in f:
+                    b = f[theirs][k]
+                    cells.append(f"{a:.3g} / {b:.3g} {'✓' if a <= b else '✗'}")
+                else:
+                    cells.append(f"{a:.3g}")
+        st = f"{f['final']['structure']:.2f}"
+        if "authors_final" in f:
+            st += f" / {f['authors_final']['structure']:.2f}"
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {st} |")
+    return out
+
+
 def write_report(results: dict, tag: str, out_dir: Path, command: str) -> Path:
     info = results["device"]
     md = [
@@ -249,6 +286,7 @@ def write_report(results: dict, tag: str, out_dir: Path, command: str) -> Path:
         "best). style_gap / content_gap: the older VGG16 figures (the blend's own network).",
         "",
     ]
+    md += summary(results) + [""]
     for name, c in results["cases"].items():
         ev = c["evaluations"]
         md += [
@@ -285,7 +323,13 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default=None, help="a named preset instead of the defaults")
     ap.add_argument("--tag", default="default")
     ap.add_argument("--out-dir", default=str(ROOT_RESULTS))
+    ap.add_argument("--render", default=None, help="re-render the .md of a results .json")
     a = ap.parse_args(argv)
+    if a.render:
+        res = json.loads(Path(a.render).read_text())
+        cmd = res.get("command", "python bench/quality.py " + " ".join(argv or sys.argv[1:]))
+        print(write_report(res, res.get("tag", a.tag), Path(a.render).parent, cmd))
+        return 0
     if a.results:
         from jaxblend import metrics
 
@@ -309,6 +353,7 @@ def main(argv=None) -> int:
     cases = [c for c in devset.CASES if not a.cases or c.name in a.cases]
     command = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     res = run_set(cases, cfg, a.canvas, a.tag, Path(a.out_dir))
+    res.update(command=command.strip(), tag=a.tag)
     print(write_report(res, a.tag, Path(a.out_dir), command.strip()))
     return 0
 

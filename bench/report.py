@@ -42,6 +42,8 @@ SECTIONS: dict[str, Callable[[str], bool]] = {
     "warmup": lambda n: n.startswith("compile-warmup-cpu-"),
     "pipeline": lambda n: n.startswith("pipeline-cpu-"),
     "pipeline-gpu": lambda n: n.startswith("pipeline-gpu-"),
+    "quality": lambda n: n.startswith("quality-default-"),
+    "eval-cost": lambda n: n.startswith("eval-cost-cpu-"),
 }
 
 
