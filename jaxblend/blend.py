@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxblend.config import BlendConfig, StageConfig
+from jaxblend.errors import InputError
 from jaxblend.io import ImageLike, Job, Placement, place, to_uint8
 from jaxblend.solve import (
     TERMS,
@@ -322,6 +324,7 @@ def blend(
     vgg: Any = None,
     progress: Progress | None = None,
     frames: bool = False,
+    value_range: tuple[float, float] | None = None,
 ) -> BlendResult:
     """Blend ``source`` into ``target`` where ``mask`` is nonzero (Deep Image Blending).
 
@@ -333,12 +336,19 @@ def blend(
         canvas centre).
       config: a :class:`BlendConfig` (canvas size, source size, per-stage weights and
         budgets, init, solver, seed); default ``BlendConfig()``.
-      vgg: a loaded VGG (:func:`jaxblend.load_vgg`); default the shipped VGG16.
+      vgg: a loaded VGG (:func:`jaxblend.load_vgg`), or a name or weight file for it;
+        default ``config.network`` (the shipped VGG16).
       progress: called with a dict after each chunk of iterations.
       frames: keep a frame of the blend after each chunk (for a video).
+      value_range: the scale of image arrays, e.g. ``(0, 1)`` (see
+        :func:`jaxblend.io.place`); default: uint8 and float arrays are 0–255.
 
     Returns:
       a :class:`BlendResult`; ``result.image`` is the final ``H x W x 3`` uint8 canvas.
+
+    Raises:
+      InputError: bad inputs, placement or settings, or a canvas whose estimated memory
+        exceeds the device's (checked before the images are laid out).
 
     Example:
       >>> import jaxblend
@@ -346,11 +356,42 @@ def blend(
       >>> r.image.shape
       (512, 512, 3)
     """
-    config = BlendConfig() if config is None else config
+    from jaxblend import validate
+    from jaxblend.io import canvas_shape
+
+    config = _config(config)
+    vgg = resolve_vgg(vgg, config)
+    validate.blend_memory(config, canvas_shape(target, config.canvas), vgg)
     job = place(
-        source, target, mask, center=center, canvas=config.canvas, source_size=config.source_size
-    )
+        source, target, mask, center=center, canvas=config.canvas,
+        source_size=config.source_size, value_range=value_range,
+    )  # fmt: skip
     return blend_job(job, config=config, vgg=vgg, progress=progress, frames=frames)
+
+
+def _config(config: Any) -> BlendConfig:
+    if config is None:
+        return BlendConfig()
+    if not isinstance(config, BlendConfig):
+        raise InputError(f"config must be a BlendConfig, got {type(config).__name__}")
+    return config
+
+
+def resolve_vgg(vgg: Any, config: BlendConfig) -> Any:
+    """The network to use: ``vgg`` if loaded, else :func:`jaxblend.load_vgg` of ``vgg`` (a
+    name or weight file) or of ``config.network``."""
+    from jaxblend.vgg import load_vgg
+
+    if vgg is None:
+        return load_vgg(config.network)
+    if isinstance(vgg, (str, os.PathLike)):
+        return load_vgg(vgg)
+    if not (hasattr(vgg, "params") and hasattr(vgg, "arch")):
+        raise InputError(
+            "vgg must be a network from jaxblend.load_vgg(...), a name such as 'vgg16' or a "
+            f".safetensors file, got {type(vgg).__name__}"
+        )
+    return vgg
 
 
 def blend_job(
@@ -362,10 +403,13 @@ def blend_job(
     frames: bool = False,
 ) -> BlendResult:
     """:func:`blend` for a job already laid out on the canvas (:func:`jaxblend.io.place`)."""
-    from jaxblend.vgg import load_vgg
+    from jaxblend import validate
 
-    config = BlendConfig() if config is None else config
-    vgg = load_vgg(config.network) if vgg is None else vgg
+    if not isinstance(job, Job):
+        raise InputError(f"blend_job takes a Job from jaxblend.place(), got {type(job).__name__}")
+    config = _config(config)
+    vgg = resolve_vgg(vgg, config)
+    validate.blend_memory(config, job.target.shape[:2], vgg)
     fr: list | None = [] if frames else None
     out = run_stages(config, vgg, job.target, job.source, job.mask, progress=progress, frames=fr)
     img = np.asarray(out["image"])

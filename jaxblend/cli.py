@@ -1,7 +1,10 @@
 """Command line: a thin argparse layer over the library.
 
-Every user error (:class:`jaxblend.errors.JaxblendError`) is printed as one line
-``jaxblend: error: ...`` and exits with status 2, without a traceback. The commands that
+Every user error (:class:`jaxblend.errors.JaxblendError`, a bad option, a file that cannot
+be written) is printed as one line ``jaxblend: error: ...`` and exits with status 2, without
+a traceback: the arguments (output paths, numbers, the canvas's memory) are checked before
+anything is computed or written. An unexpected exception is one line too (exit 2), naming
+its type; ``JAXBLEND_TRACEBACK=1`` shows the traceback instead. The commands that
 compile (``blend``, ``demo``, ``poisson``, ``batch``, ``warmup``) use JAX's persistent
 compilation cache (:mod:`jaxblend.compile_cache`) unless ``--no-compile-cache`` or
 ``JAXBLEND_COMPILE_CACHE=0``.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -98,6 +102,8 @@ def _numbers(text: str, n: int, example: str) -> tuple[float, ...]:
 
 def _center(text: str) -> tuple[float, float]:
     row, col = _numbers(text, 2, "ROW,COL (e.g. 200,235)")
+    if not (math.isfinite(row) and math.isfinite(col)):
+        raise argparse.ArgumentTypeError(f"expected two finite numbers ROW,COL, got {text!r}")
     return row, col
 
 
@@ -117,6 +123,31 @@ def _positive(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        text = " ".join(message.split())
+        self.exit(EXIT_USAGE, f"jaxblend: error: {self.prog}: {text} (see {self.prog} --help)\n")
 
 
 def _level(text: str) -> float:
@@ -251,7 +282,7 @@ def _add_weights(sub: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="jaxblend",
         description="Deep Image Blending and Poisson image editing in JAX.",
         formatter_class=_Help,
@@ -295,7 +326,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--frames", default=None, help="write optimisation frames to this folder (default: none)"
     )
-    b.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the noise start")
+    b.add_argument(
+        "--seed", type=_integer, default=DEFAULTS.seed, help="seed of the noise start (0..2**32-1)"
+    )
     b.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -361,7 +394,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--tolerance",
-        type=float,
+        type=_finite,
         default=None,
         help="threshold: RGB distance from the background colour above which a pixel "
         "is the object (default: twice the border's noise, at least 24)",
@@ -376,7 +409,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--smooth",
-        type=int,
+        type=_integer,
         default=1,
         metavar="PX",
         help="threshold: radius of the clean-up that drops specks and fills pinholes (0: none)",
@@ -435,7 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bt.add_argument(
         "--process-id",
-        type=int,
+        type=_integer,
         help="this process, 0 ... N-1 (default: $JAXBLEND_PROCESS_ID, else detected)",
     )
 
@@ -528,6 +561,28 @@ def _layout(args: argparse.Namespace, canvas: Any, source_size: Any) -> Any:
     )
 
 
+def _write_all(outputs: list[tuple[Any, Path]]) -> None:
+    """Write every output, or none: a failed write removes the files (and new folders)
+    this call wrote before it."""
+    from jaxblend.io import save_image
+
+    written: list[Path] = []
+    new_dirs = sorted({p.parent for _, p in outputs if not p.parent.exists()}, reverse=True)
+    try:
+        for image, path in outputs:
+            save_image(image, path)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for d in new_dirs:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
+
+
 def _print_losses(result: Any) -> None:
     for stage, terms in result.losses.items():
         parts = [f"{k} {a:.4g}->{b:.4g}" for k, (a, b) in terms.items() if a or b]
@@ -537,24 +592,29 @@ def _print_losses(result: Any) -> None:
 
 
 def _cmd_blend(args: argparse.Namespace) -> int:
-    from jaxblend.io import save_image
+    from jaxblend import validate
+    from jaxblend.io import canvas_shape
     from jaxblend.progress import BlendProgress, run_blend
     from jaxblend.vgg import load_vgg
 
     cfg = _config_from_args(args)
     bar = BlendProgress(quiet=args.quiet)
     try:
-        job = _layout(args, cfg.canvas, cfg.source_size)
+        shape = canvas_shape(args.target, cfg.canvas)  # the header only: nothing decoded
         vgg = load_vgg(args.vgg)  # before any progress line: a missing file is a one-line error
+        validate.blend_memory(cfg, shape, vgg)  # before the layout allocates the canvas
+        job = _layout(args, cfg.canvas, cfg.source_size)
         bar.phase(f"loaded weights: {args.vgg} ({vgg.arch})")
         result = run_blend(job, config=cfg, vgg=vgg, progress=bar, frames=args.frames is not None)
         bar.phase(f"writing {args.out}")
-        save_image(result.image, args.out)
+        outputs = [(result.image, Path(args.out))]
         if args.stage1_out:
-            save_image(result.stage1, args.stage1_out)
+            outputs.append((result.stage1, Path(args.stage1_out)))
         if args.frames:
-            for i, fr in enumerate(result.frames):
-                save_image(fr, Path(args.frames) / f"frame_{i:04d}.png")
+            outputs += [
+                (fr, Path(args.frames) / f"frame_{i:04d}.png") for i, fr in enumerate(result.frames)
+            ]
+        _write_all(outputs)
     finally:
         bar.close()
     _print_losses(result)
@@ -626,10 +686,8 @@ def _cmd_place(args: argparse.Namespace) -> int:
 
 def _cmd_mask(args: argparse.Namespace) -> int:
     from jaxblend import masks
-    from jaxblend.io import load_alpha, save_image
+    from jaxblend.io import load_alpha
 
-    if not args.out.lower().endswith(".png"):
-        raise InputError(f"the mask must be a PNG (lossless), got {args.out}; use -o NAME.png")
     method = args.method
     if method == "auto":  # an alpha channel that marks something, else a plain background
         alpha = load_alpha(args.source)
@@ -649,8 +707,7 @@ def _cmd_mask(args: argparse.Namespace) -> int:
         how = f"GrabCut, {args.iterations} iterations"
     out = Path(args.out)
     preview = Path(args.preview) if args.preview else out.with_name(f"{out.stem}_preview.png")
-    save_image(mask, out)
-    save_image(masks.overlay(args.source, mask), preview)
+    _write_all([(mask, out), (masks.overlay(args.source, mask), preview)])
     note = masks.soft_mask_warning(mask)
     if note:
         _warn(note)
@@ -702,6 +759,121 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     return warmup_cli(args)
 
 
+def _inputs(args: argparse.Namespace, *names: str) -> None:
+    """The input images exist and are files (read in full later, still before compute)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        p = Path(value)
+        if not p.exists():
+            raise InputError(f"{name} file not found: {p}")
+        if p.is_dir():
+            raise InputError(f"{name} {p} is a folder; give an image file (--{name} FILE)")
+
+
+def _check_blend(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    _inputs(args, "source", "mask", "target")
+    validate.output_image(args.out, "-o")
+    if args.stage1_out is not None:
+        validate.output_image(args.stage1_out, "--stage1-out")
+    if args.frames is not None:
+        validate.output_folder(args.frames, "--frames")
+    validate.distinct({"-o": args.out, "--stage1-out": args.stage1_out})
+    _config_from_args(args)  # every number: seed, steps, canvas, source size
+
+
+def _check_poisson(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    _inputs(args, "source", "mask", "target")
+    validate.output_image(args.out, "-o")
+    validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
+
+
+def _check_place(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    _inputs(args, "source", "mask", "target")
+    validate.output_image(args.out, "-o")
+    validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
+
+
+def _check_mask(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    _inputs(args, "source")
+    if not args.out.lower().endswith(".png"):
+        raise InputError(f"the mask must be a PNG (lossless), got {args.out}; use -o NAME.png")
+    validate.output_image(args.out, "-o")
+    out = Path(args.out)
+    preview = args.preview or str(out.with_name(f"{out.stem}_preview.png"))
+    validate.output_image(preview, "--preview")
+    validate.distinct({"-o": args.out, "--preview": preview})
+    validate.integer(args.smooth, "--smooth", 0, 1000)
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    validate.output_folder(args.out_dir, "-o/--out-dir")
+    if len(args.steps) > 2:
+        raise InputError("--steps takes one or two numbers (stage 1 [stage 2])")
+
+
+def _check_batch(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    if not Path(args.manifest).is_file():
+        what = "is a folder" if Path(args.manifest).is_dir() else "not found"
+        raise InputError(f"manifest {what}: {args.manifest}; give a .jsonl or .csv file")
+    validate.output_folder(args.out_dir, "--out-dir")
+    if args.config is not None and not Path(args.config).is_file():
+        raise InputError(f"config file not found: {args.config}")
+    b = args.batch_size
+    if b is not None and str(b).strip().lower() != "auto":
+        validate.integer(b, "--batch-size", 1, 4096, "give N or auto")
+    if args.process_id is not None:
+        validate.integer(args.process_id, "--process-id", 0, 1 << 20)
+
+
+def _check_weights(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
+    if args.wcmd == "convert":
+        if not Path(args.src).is_file():
+            raise InputError(f"source weight file not found: {args.src}")
+        validate.output_file(args.out, "-o")
+    elif args.archive is not None and not Path(args.archive).is_file():
+        raise InputError(f"--archive file not found: {args.archive}")
+
+
+def _check_warmup(args: argparse.Namespace) -> None:
+    for name in ("manifest", "config"):
+        value = getattr(args, name, None)
+        if value is not None and not Path(value).is_file():
+            raise InputError(f"--{name} file not found: {value}")
+    b = args.batch_size
+    if b is not None and str(b).strip().lower() != "auto":
+        from jaxblend import validate
+
+        validate.integer(b, "--batch-size", 1, 4096, "give N or auto")
+
+
+#: Checks of each command's arguments, run before anything is compiled or written.
+CHECKS = {
+    "blend": _check_blend,
+    "poisson": _check_poisson,
+    "place": _check_place,
+    "mask": _check_mask,
+    "demo": _check_demo,
+    "batch": _check_batch,
+    "weights": _check_weights,
+    "warmup": _check_warmup,
+}
+
 COMMANDS = {
     "blend": _cmd_blend,
     "demo": _cmd_demo,
@@ -714,22 +886,48 @@ COMMANDS = {
 }
 
 
+def _one_line(text: str, limit: int = 2000) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(text: str) -> int:
+    print(f"jaxblend: error: {_one_line(text)}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(_join_negative_numbers(argv))
+    try:
+        args = _parser().parse_args(_join_negative_numbers(argv))
+    except SystemExit as e:  # --help and --version (0), or a bad option (one line printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="jaxopt")
             warnings.filterwarnings("ignore", message=".*jaxopt.*", category=DeprecationWarning)
+            check = CHECKS.get(args.cmd)
+            if check is not None:
+                check(args)  # before the compilation cache and any compute or write
             if args.cmd in COMPILING:
                 _compile_cache(args)
             return COMMANDS[args.cmd](args)
     except JaxblendError as e:
-        print(f"jaxblend: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(str(e))
     except KeyboardInterrupt:
         print("jaxblend: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        return _error("out of memory; lower --canvas (or --batch-size)")
+    except OSError as e:
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        return _error(f"{e.strerror or e}{where}")
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback (JAXBLEND_TRACEBACK=1)
+        if os.environ.get("JAXBLEND_TRACEBACK", "").strip() not in ("", "0"):
+            raise
+        return _error(
+            f"unexpected {type(e).__name__}: {e} (set JAXBLEND_TRACEBACK=1 for the traceback)"
+        )
 
 
 if __name__ == "__main__":

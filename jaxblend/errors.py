@@ -17,3 +17,11 @@ class InputError(JaxblendError, ValueError):
 
 class WeightError(JaxblendError, ValueError):
     """A weight file is missing, corrupt, or does not fit the architecture."""
+
+
+class OutputError(JaxblendError, OSError):
+    """An output cannot be written: a folder in the way, no permission, a full disk."""
+
+
+class RunError(JaxblendError, RuntimeError):
+    """A job could not be computed (out of memory, a device failure, an internal error)."""

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from jaxblend.errors import InputError
+from jaxblend.errors import InputError, OutputError
 
 ImageLike = Any  # path, PIL image or array
 
@@ -94,7 +94,8 @@ def _upright(im: Image.Image) -> Image.Image:
     return im
 
 
-def _open_file(p: Path, what: str) -> Image.Image:
+def _header(p: Path, what: str) -> Image.Image:
+    """The image file opened lazily (header read, pixels not decoded), size checked."""
     if not p.exists():
         raise InputError(f"{what} file not found: {p}")
     if p.is_dir():
@@ -107,7 +108,44 @@ def _open_file(p: Path, what: str) -> Image.Image:
                 im = Image.open(p)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
-        _check_pixels(im.size, what, p)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{what} file {p} is not a readable image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a broken file can trip any decoder error
+        raise InputError(
+            f"{what} file {p} is not a readable image ({type(e).__name__}: {e})"
+        ) from None
+    _check_pixels(im.size, what, p)
+    return im
+
+
+def canvas_shape(target: ImageLike, canvas: int | None) -> tuple[int, int]:
+    """``(rows, cols)`` of the canvas :func:`place` makes from ``target``, read from the
+    file's header only (nothing decoded), so a memory check can come before the layout."""
+    if isinstance(target, (str, os.PathLike)):
+        im = _header(Path(target), "target")
+        w, h = im.size
+        try:
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned by a quarter
+                w, h = h, w
+        except Exception:  # noqa: BLE001 - unreadable EXIF: as stored
+            pass
+        im.close()
+    elif isinstance(target, Image.Image):
+        w, h = target.size
+    else:
+        shape = np.shape(target)
+        if len(shape) < 2:
+            raise InputError(f"target array must be HxW or HxWx3, got shape {shape}")
+        h, w = shape[:2]
+    if canvas is None:
+        return int(h), int(w)
+    cw, ch = _fit_long_side((w, h), int(canvas))
+    return ch, cw
+
+
+def _open_file(p: Path, what: str) -> Image.Image:
+    im = _header(p, what)
+    try:
         im.load()
     except InputError:
         raise
@@ -549,12 +587,17 @@ def save_image(image: Any, path: str | os.PathLike) -> Path:
     the extension (PNG, JPEG, ...).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 else to_uint8(image)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"cannot tell the image format from {path.name}; use .png or .jpg")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(arr).save(f, format=fmt)
@@ -562,6 +605,9 @@ def save_image(image: Any, path: str | os.PathLike) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

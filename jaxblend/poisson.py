@@ -590,6 +590,7 @@ def poisson_blend(
     mode: Mode = "normal",
     tol: float = DEFAULT_TOL,
     maxiter: int = DEFAULT_MAXITER,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Poisson image editing of one job: place the source on the canvas and solve.
 
@@ -602,6 +603,8 @@ def poisson_blend(
       center, canvas, source_size: see :func:`jaxblend.io.place`.
       mode: ``"normal"`` (seamless cloning) or ``"mixed"`` (mixed gradients).
       tol, maxiter: see :func:`poisson_solve`.
+      value_range: the scale of image arrays, e.g. ``(0, 1)`` (see
+        :func:`jaxblend.io.place`); the result is 0–255 whatever it is.
 
     Returns:
       ``H x W x 3`` float32 canvas, clipped to ``[0, 255]``.
@@ -615,7 +618,10 @@ def poisson_blend(
     """
     _check_mode(mode)
     _check_solver(tol, maxiter)
-    job = io.place(source, target, mask, center=center, canvas=canvas, source_size=source_size)
+    job = io.place(
+        source, target, mask, center=center, canvas=canvas, source_size=source_size,
+        value_range=value_range,
+    )  # fmt: skip
     return blend_job(job, mode=mode, tol=tol, maxiter=maxiter)
 
 

@@ -14,7 +14,6 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -143,33 +142,37 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
-def _probe(folder: Path, option: str, target: Path) -> None:
+def _probe(folder: Path, label: str) -> None:
     """Refuse a folder that cannot take a new file (tries one, removes it at once)."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".jaxblend-probe.", dir=folder)
     except OSError as e:
         raise InputError(
-            f"{option} {target}: cannot write in {folder} ({e.strerror or e}); choose a "
-            "folder you can write to"
+            f"{label}: cannot write in {folder} ({e.strerror or e}); choose a folder you can "
+            "write to"
         ) from None
     os.close(fd)
     Path(tmp).unlink(missing_ok=True)
 
 
-def output_folder(path: str | os.PathLike, option: str) -> Path:
+def output_folder(path: str | os.PathLike, option: str, file: Path | None = None) -> Path:
     """A folder the run will write into: an existing folder we can write in, or one that
-    can be created (its nearest existing ancestor is a folder we can write in)."""
+    can be created (its nearest existing ancestor is a folder we can write in). ``file``:
+    the output file the folder is for, named in the messages instead."""
     if str(path) == "":
         raise InputError(f"{option} is empty; give a folder")
     p = Path(path)
+    label = f"{option} {file if file is not None else p}"
     if p.exists() and not p.is_dir():
-        raise InputError(f"{option} {p} is a file, not a folder; give a folder name")
+        if file is not None:
+            raise InputError(f"{label}: {p} is a file, not a folder; give another path")
+        raise InputError(f"{label} is a file, not a folder; give a folder name")
     base = _existing_ancestor(p)
     if not base.is_dir():
         raise InputError(
-            f"{option} {p}: {base} is a file, so no folder can be made under it; give another path"
+            f"{label}: {base} is a file, so no folder can be made under it; give another path"
         )
-    _probe(base, option, p)
+    _probe(base, label)
     return p
 
 
@@ -182,20 +185,23 @@ def output_image(path: str | os.PathLike, option: str) -> Path:
     if p.is_dir() or str(path).endswith(("/", os.sep)):
         raise InputError(f"{option} {p} is a folder; give a file name such as {p / 'out.png'}")
     image_format(p, option)
-    output_folder(p.parent if str(p.parent) else Path("."), f"{option} {p}: folder")
+    output_folder(p.parent, option, file=p)
     return p
 
 
-def output_file(path: str | os.PathLike, option: str, suffixes: tuple[str, ...]) -> Path:
-    """A non-image output file (weights): one of ``suffixes``, not a folder, writable."""
+def output_file(
+    path: str | os.PathLike, option: str, suffixes: tuple[str, ...] | None = None
+) -> Path:
+    """A non-image output file (weights): not a folder, in a folder that takes new files,
+    ending with one of ``suffixes`` if given."""
     if str(path) == "":
         raise InputError(f"{option} is empty; give a file name")
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{option} {p} is a folder; give a file name such as {p / 'x'}")
-    if p.suffix.lower() not in suffixes:
+    if suffixes is not None and p.suffix.lower() not in suffixes:
         raise InputError(f"{option} {p}: the file must end with {' or '.join(suffixes)}")
-    output_folder(p.parent if str(p.parent) else Path("."), f"{option} {p}: folder")
+    output_folder(p.parent, option, file=p)
     return p
 
 
@@ -246,18 +252,29 @@ def layout_memory(shape_hw: tuple[int, int]) -> None:
         )
 
 
-@lru_cache(maxsize=16)
-def _measured_per_pixel(cfg: Any, vgg_key: Any, ref: tuple[int, int], vgg_box: Any) -> tuple:
+_MEASURED: dict[tuple, tuple[int, str]] = {}
+
+
+def _measured(cfg: Any, vgg: Any, ref: tuple[int, int]) -> tuple[int, str]:
+    """:func:`jaxblend.batch._per_job_bytes` at ``ref`` (cached per configuration, network
+    and shape: one small compile each)."""
     from jaxblend.batch import _per_job_bytes
 
-    per_job, how = _per_job_bytes(cfg, vgg_box[0], (*ref, 3))
-    return per_job / (ref[0] * ref[1]), how
+    key = (cfg, id(vgg.params), vgg.arch, ref)
+    if key not in _MEASURED:
+        _MEASURED[key] = _per_job_bytes(cfg, vgg, (*ref, 3))
+    return _MEASURED[key]
+
+
+def _ref_shape(h: int, w: int, side: int) -> tuple[int, int]:
+    s = side / max(h, w)
+    return max(8, round(h * s)), max(8, round(w * s))
 
 
 def blend_memory(
     cfg: Any,
     shape_hw: tuple[int, int],
-    vgg: Any | Callable[[], Any],
+    vgg: Any,
     *,
     device: Any = None,
     stack: int = 1,
@@ -266,10 +283,13 @@ def blend_memory(
     """Refuse a deep blend whose estimated memory exceeds what the device has free.
 
     The estimate is :func:`jaxblend.batch._per_job_bytes` (XLA's memory analysis of stage
-    1's compiled iteration, the figure ``--batch-size auto`` uses), measured on a canvas of
-    the same aspect with a long side of :data:`MEASURE_SIDE` and scaled by area; it is
-    measured only when the generous bound :data:`QUICK_BYTES_PER_PIXEL` does not already
-    show that the job fits. ``vgg`` may be a loader, called only when measuring.
+    1's compiled iteration, the per-job figure ``--batch-size auto`` uses), measured on two
+    small canvases of the same aspect (long sides ``MEASURE_SIDE / 2`` and
+    :data:`MEASURE_SIDE`) and extended linearly in the pixel count (a fixed part plus bytes
+    per pixel: 3.8 kB per pixel with the default settings on CPU). It is measured only when
+    the generous bound :data:`QUICK_BYTES_PER_PIXEL` does not already show that the job
+    fits, so an ordinary canvas costs nothing. ``vgg`` may be a loader (called only when
+    measuring). ``stack``: jobs solved together, each needing the per-job bytes.
     """
     import jax
 
@@ -279,25 +299,29 @@ def blend_memory(
     dev = device if device is not None else jax.local_devices()[0]
     have = _available_bytes(dev)
     history = int(getattr(cfg, "history", 10))
-    quick = h * w * (QUICK_BYTES_PER_PIXEL + 48 * history) * stack
-    if quick <= have:
+    px = h * w
+    if px * (QUICK_BYTES_PER_PIXEL + 48 * history) * stack <= have:
         return
-    s = MEASURE_SIDE / max(h, w)
-    ref = (max(8, round(h * s)), max(8, round(w * s)))
-    model = vgg() if callable(vgg) else vgg
-    per_px, how = _measured_per_pixel(
-        cfg.replace(canvas=None, seed=0), (id(model.params), model.arch), ref, (model,)
-    )
-    need = per_px * h * w * stack
+    model = vgg if hasattr(vgg, "params") else vgg()
+    base = cfg.replace(canvas=None, seed=0)
+    small, big = _ref_shape(h, w, MEASURE_SIDE // 2), _ref_shape(h, w, MEASURE_SIDE)
+    b_small, how = _measured(base, model, small)
+    b_big, _ = _measured(base, model, big)
+    px_small, px_big = small[0] * small[1], big[0] * big[1]
+    per_px = max((b_big - b_small) / max(px_big - px_small, 1), b_big / px_big / 4, 1.0)
+    fixed = max(b_big - per_px * px_big, 0.0)
+    need = (fixed + per_px * px) * stack
     if need <= have:
         return
     where = f"{dev.platform}:{getattr(dev, 'id', 0)}"
     jobs = f" for a stack of {stack} jobs" if stack > 1 else ""
-    fix = f"lower the canvas ({option}) to {_largest_side(max(h, w), need, have)} or less"
+    px_max = max((have / stack - fixed) / per_px, 64.0)
+    side = max(8, int(max(h, w) * math.sqrt(px_max / px)))
+    fix = f"lower the canvas ({option}) to {side} or less"
     if stack > 1:
         fix += " or the batch size (--batch-size)"
     raise InputError(
-        f"a {h}x{w} canvas needs about {_fmt_bytes(need)}{jobs} (stage 1, {how} at "
-        f"{ref[0]}x{ref[1]} and scaled by area), more than the {_fmt_bytes(have)} {where} has "
-        f"free; {fix}"
+        f"a {h}x{w} canvas needs about {_fmt_bytes(need)}{jobs} (stage 1: "
+        f"{per_px / 1024:.1f} KiB per pixel, {how} at {big[0]}x{big[1]} and {small[0]}x"
+        f"{small[1]}), more than the {_fmt_bytes(have)} {where} has free; {fix}"
     )
