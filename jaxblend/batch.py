@@ -30,7 +30,9 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import difflib
 import functools
+import io as _io
 import json
 import math
 import os
@@ -47,9 +49,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxblend import validate
 from jaxblend.blend import BlendResult, NonFiniteWarning, _scalar_losses, run_stages
 from jaxblend.config import BlendConfig, StageConfig
-from jaxblend.errors import InputError, JaxblendError
+from jaxblend.errors import InputError, JaxblendError, OutputError, RunError
 from jaxblend.io import Job, place, save_image, to_uint8
 
 __all__ = ["blend_batch", "init_distributed", "load_config", "read_manifest", "run_manifest"]
@@ -76,24 +79,32 @@ def _steps(value: Any) -> tuple[int, int] | None:
         return None
     if isinstance(value, str):
         value = value.replace(",", " ").split()
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) or not isinstance(value, (list, tuple)):
         value = [value]
-    try:
-        vals = [int(v) for v in value]
-    except (TypeError, ValueError):
-        raise InputError(f"steps must be N or [N1, N2], got {value!r}") from None
-    if not 1 <= len(vals) <= 2 or min(vals) < 1:
+    if not 1 <= len(value) <= 2:
         raise InputError(f"steps must be N or [N1, N2] of positive integers, got {value!r}")
+    hint = "give N or [N1, N2]"
+    vals = [validate.integer(v, "steps", 1, validate.MAX_STEPS, hint) for v in value]
     return vals[0], vals[-1]
+
+
+def _unknown(keys: Iterable[str], known: Sequence[str], where: str, what: str = "field") -> None:
+    """Refuse keys outside ``known``, naming the closest known one (difflib)."""
+    for k in keys:
+        if k in known:
+            continue
+        close = difflib.get_close_matches(str(k).strip().lower(), known, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"{where}: unknown {what} {k!r}{hint}; known: {', '.join(known)}")
 
 
 def job_config(config: BlendConfig, job: Any) -> BlendConfig:
     """The effective configuration of one job: ``config`` with the job's overrides."""
     changes: dict[str, Any] = {}
-    for key in ("canvas", "source_size"):
+    for key, lo in (("canvas", 8), ("source_size", 1)):
         v = _field(job, key)
         if v is not None and v != "":
-            changes[key] = int(v)
+            changes[key] = validate.integer(v, key, lo, validate.MAX_SIDE)
     init = _field(job, "init")
     if init:
         changes["init"] = str(init)
@@ -105,7 +116,7 @@ def job_config(config: BlendConfig, job: Any) -> BlendConfig:
 
 def _seed(config: BlendConfig, job: Any) -> int:
     s = _field(job, "seed")
-    return config.seed if s is None or s == "" else int(s)
+    return config.seed if s is None or s == "" else validate.seed(s)
 
 
 def _layout(job: Any, cfg: BlendConfig) -> Job:
@@ -115,11 +126,50 @@ def _layout(job: Any, cfg: BlendConfig) -> Job:
             _field(job, "source"), _field(job, "target"), _field(job, "mask"), center=center,
             canvas=cfg.canvas, source_size=cfg.source_size,
             mask_threshold=_field(job, "mask_threshold", 0) or 0,
+            value_range=_field(job, "value_range"),
         )  # fmt: skip
     except JaxblendError:
         raise
-    except (OSError, ValueError, TypeError) as e:  # anything else the inputs can cause
-        raise InputError(f"invalid job inputs ({e})") from None
+    except MemoryError:
+        raise InputError("its images are too large to lay out in memory") from None
+    except Exception as e:  # noqa: BLE001 - anything else the inputs can cause is the job's
+        raise InputError(f"invalid job inputs ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(e: Any, limit: int = 500) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: The fields of a job: a manifest line, or a dict passed to :func:`blend_batch`.
+JOB_FIELDS = (
+    "id", "source", "mask", "target", "center", "center_row", "center_col", "canvas",
+    "source_size", "steps", "init", "seed", "mask_threshold",
+)  # fmt: skip
+
+
+def check_job(config: BlendConfig, job: Any) -> tuple[BlendConfig, int]:
+    """A job's effective configuration and seed, every field checked (no image is read:
+    only that the files exist); raises :class:`InputError` naming the problem."""
+    if isinstance(job, dict):
+        _unknown(job.keys(), (*JOB_FIELDS, "value_range"), "job")
+    for key in ("source", "target"):
+        if _field(job, key) is None:
+            raise InputError(f"missing {key}")
+    validate.center(_field(job, "center"))
+    t = _field(job, "mask_threshold")
+    if t not in (None, ""):
+        if validate.number(t, "mask_threshold", 0, 255) >= 255:
+            raise InputError(f"mask_threshold must be in [0, 255), got {t!r}")
+    for key in ("source", "mask", "target"):
+        v = _field(job, key)
+        if isinstance(v, (str, os.PathLike)):
+            p = Path(v)
+            if not p.exists():
+                raise InputError(f"{key} file not found: {p}")
+            if p.is_dir():
+                raise InputError(f"{key} {p} is a folder; give an image file")
+    return job_config(config, job), _seed(config, job)
 
 
 # --------------------------------------------------------------------------- devices
@@ -170,15 +220,15 @@ class _Prepared:
 
 
 def _prepare_one(i: int, j: Any, config: BlendConfig) -> _Prepared | Exception:
-    """Decode and place job ``i`` (host work only: safe on a worker thread)."""
+    """Decode and place job ``i`` (host work only: safe on a worker thread). Whatever goes
+    wrong is this job's error (returned, never raised)."""
     try:
-        cfg = job_config(config, j)
-        seed = _seed(config, j)
+        cfg, seed = check_job(config, j)
         return _Prepared(i, _layout(j, cfg), cfg.replace(seed=0), seed)
     except JaxblendError as e:
         return e
-    except (TypeError, ValueError) as e:
-        return InputError(f"invalid job settings ({e})")
+    except Exception as e:  # noqa: BLE001 - no exception type escapes per-job handling
+        return InputError(f"invalid job settings ({type(e).__name__}: {_one_line(e)})")
 
 
 def default_workers() -> int:
@@ -268,11 +318,26 @@ def _iter_batch(
     full: dict[tuple, int] = {}
 
     def solve(members: list[_Prepared], b: int) -> list:
+        """Solve one stack; whatever fails (memory, the device, ...) is each member's error."""
         nonlocal vgg
-        if vgg is None:
-            vgg = load_vgg(config.network)
-        padded = members + [members[-1]] * (b - len(members))
-        return _solve_stack(members[0].config, vgg, members, padded, devs)
+        try:
+            if vgg is None:
+                vgg = load_vgg(config.network)
+            # The host devices of a CPU share one RAM: the whole stack counts there.
+            per_device = b if devs[0].platform == "cpu" else math.ceil(b / n_dev)
+            validate.blend_memory(
+                members[0].config, members[0].job.target.shape[:2], vgg, device=devs[0],
+                stack=per_device, option="canvas",
+            )  # fmt: skip
+            padded = members + [members[-1]] * (b - len(members))
+            return _solve_stack(members[0].config, vgg, members, padded, devs)
+        except Exception as e:  # noqa: BLE001 - no exception type escapes per-job handling
+            err: Exception = e
+            if not isinstance(e, JaxblendError):
+                memory = isinstance(e, MemoryError) or "memory" in str(e).lower()
+                hint = "; lower the batch size or the canvas" if memory else ""
+                err = RunError(f"its stack failed ({type(e).__name__}: {_one_line(e)}){hint}")
+            return [(p.index, err, True) for p in members]
 
     try:
         for i, p in _layouts(jobs, config, pool, ahead=cap + 2 * max(workers, 1)):
@@ -321,9 +386,12 @@ def blend_batch(
 
     Returns:
       one entry per job, in order: a :class:`~jaxblend.blend.BlendResult`, or the
-      exception (an :class:`~jaxblend.errors.InputError`) that stopped that job. A job
-      whose objective became non-finite keeps its best finite iterate and is reported with
-      a :class:`~jaxblend.blend.NonFiniteWarning` naming it.
+      exception that stopped that job (nothing is raised for one job's failure): an
+      :class:`~jaxblend.errors.InputError` for its fields, images or placement (an
+      unknown field names the closest known one), a canvas too large for memory, or a
+      :class:`~jaxblend.errors.RunError` when its stack's solve failed (every member of
+      that stack gets it). A job whose objective became non-finite keeps its best finite
+      iterate and is reported with a :class:`~jaxblend.blend.NonFiniteWarning` naming it.
 
     Each stack is one ``vmap`` of :func:`jaxblend.blend.run_stages`, so a job's result
     equals :func:`jaxblend.blend.blend_job` on it with the same budget and seed.
@@ -363,42 +431,48 @@ def _layers(value: Any, where: str) -> tuple[tuple[str, float], ...]:
 def _stage(value: Any, base: StageConfig, where: str) -> StageConfig:
     if not isinstance(value, dict):
         raise InputError(f"{where} must be an object of StageConfig fields")
-    names = {f.name for f in dataclasses.fields(StageConfig)}
+    names = sorted(f.name for f in dataclasses.fields(StageConfig))
+    _unknown(value.keys(), names, f"{where}", "setting")
     changes = {}
     for k, v in value.items():
-        if k not in names:
-            raise InputError(f"unknown setting {where}.{k}; known: {', '.join(sorted(names))}")
         changes[k] = _layers(v, f"{where}.{k}") if k.endswith("_layers") else v
     try:
         return dataclasses.replace(base, **changes)
-    except TypeError as e:
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
         raise InputError(f"bad {where} settings ({e})") from None
 
 
 def load_config(path: str | os.PathLike | None) -> BlendConfig:
     """A :class:`BlendConfig` from a JSON file of its fields (``stage1``/``stage2`` as
-    objects of :class:`StageConfig` fields, layer lists as ``[[name, weight], ...]``)."""
+    objects of :class:`StageConfig` fields, layer lists as ``[[name, weight], ...]``).
+    An unknown setting is refused, naming the closest known one."""
     if path is None:
         return BlendConfig()
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise InputError(f"config file not found: {p}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"config file {p} is not valid JSON ({e})") from None
+    except IsADirectoryError:
+        raise InputError(f"config file {p} is a folder; give a .json file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise InputError(f"config file {p} is not valid JSON ({_one_line(e)})") from None
     if not isinstance(data, dict):
         raise InputError(f"config file {p} must hold a JSON object of BlendConfig settings")
     base = BlendConfig()
-    names = {f.name for f in dataclasses.fields(BlendConfig)}
+    names = sorted(f.name for f in dataclasses.fields(BlendConfig))
+    _unknown(data.keys(), names, f"{p}", "setting")
     changes: dict[str, Any] = {}
     for k, v in data.items():
-        if k not in names:
-            raise InputError(f"unknown setting {k!r} in {p}; known: {', '.join(sorted(names))}")
         if k in ("stage1", "stage2"):
             changes[k] = _stage(v, getattr(base, k), k)
         elif k == "scales":
-            changes[k] = tuple(float(s) for s in v) if isinstance(v, list) else v
+            try:
+                changes[k] = tuple(float(s) for s in v) if isinstance(v, list) else v
+            except (TypeError, ValueError):
+                raise InputError(f"scales in {p} must be a list of numbers, got {v!r}") from None
         else:
             changes[k] = v
     for k in ("canvas", "source_size", "seed", "history", "chunk"):
@@ -414,65 +488,167 @@ def load_config(path: str | os.PathLike | None) -> BlendConfig:
                     raise InputError(f"{s}.{f} in {p} must be a number")
     try:
         return dataclasses.replace(base, **changes)
-    except TypeError as e:
+    except InputError as e:
+        raise InputError(f"{p}: {e}") from None
+    except (TypeError, ValueError) as e:
         raise InputError(f"bad settings in {p} ({e})") from None
 
 
-def _center(row: dict, where: str) -> tuple[float, float]:
+def _center(row: dict, where: str) -> Any:
+    """The raw centre of a manifest row (checked with the other values)."""
     c = row.get("center")
     if c in (None, "") and row.get("center_row") not in (None, ""):
         c = (row.get("center_row"), row.get("center_col"))
     if c in (None, ""):
         raise InputError(f'{where}: missing center ("row,col" or center_row/center_col)')
-    if isinstance(c, str):
-        c = c.split(",")
+    return c
+
+
+def _values(row: dict, base: Path) -> dict:
+    """A manifest row's values, converted and checked (raises :class:`InputError`)."""
+    job: dict[str, Any] = {}
+    for k in ("source", "mask", "target"):
+        v = row.get(k)
+        if v in (None, "") and k == "mask":
+            job[k] = None  # the source's alpha channel is the mask
+        elif not isinstance(v, str):
+            raise InputError(f"{k} must be a file name, got {v!r}")
+        else:
+            job[k] = base / v.strip()
+    c = _center(row, "")
+    if isinstance(c, list):
+        c = tuple(c)
+    center = validate.center(c)
+    job["center"] = center
+    for k, lo in (("canvas", 8), ("source_size", 1)):
+        v = row.get(k)
+        if v not in (None, ""):
+            job[k] = validate.integer(v, k, lo, validate.MAX_SIDE)
+    if row.get("seed") not in (None, ""):
+        job["seed"] = validate.seed(row["seed"])
+    t = row.get("mask_threshold")
+    if t not in (None, ""):
+        job["mask_threshold"] = validate.number(t, "mask_threshold", 0, 255)
+        if job["mask_threshold"] >= 255:
+            raise InputError(f"mask_threshold must be in [0, 255), got {t!r}")
+    if row.get("init") not in (None, ""):
+        job["init"] = str(row["init"]).strip()
+    if row.get("steps") not in (None, ""):
+        job["steps"] = _steps(row["steps"])
+    job_config(BlendConfig(), job)  # init, steps and sizes as BlendConfig takes them
+    return job
+
+
+def _csv_rows(text: str, path: Path) -> list[tuple[str, dict]]:
+    """Rows of a CSV manifest as saved by a spreadsheet: a UTF-8 byte-order mark (already
+    dropped), spaces after the commas, CRLF line ends, ``;`` or tab as the separator when
+    the header has no comma, trailing empty columns and empty rows."""
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    sep = (
+        ","
+        if "," in first or not (";" in first or "\t" in first)
+        else (";" if ";" in first else "\t")
+    )
+    reader = csv.reader(_io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    header: list[str] | None = None
+    rows: list[tuple[str, dict]] = []
     try:
-        r, col = (float(v) for v in c)
-    except (TypeError, ValueError):
-        raise InputError(f'{where}: center must be "row,col", got {c!r}') from None
-    return r, col
+        for cells in reader:
+            cells = [c.strip() for c in cells]
+            if not any(cells):
+                continue
+            if header is None:
+                while cells and not cells[-1]:
+                    cells.pop()  # a spreadsheet's empty columns after the last field
+                header = cells
+                if any(not h for h in header):
+                    raise InputError(f"{path.name}: the header has an empty column name")
+                dup = [h for h in header if header.count(h) > 1]
+                if dup:
+                    raise InputError(f"{path.name}: column {dup[0]!r} appears twice in the header")
+                _unknown(header, JOB_FIELDS, f"{path.name} header", "column")
+                continue
+            where = f"{path.name} line {reader.line_num}"
+            extra = cells[len(header) :]
+            if any(extra):
+                raise InputError(
+                    f"{where}: {len(cells)} values but {len(header)} header columns (a comma "
+                    "inside a value needs quotes)"
+                )
+            cells = cells[: len(header)] + [""] * (len(header) - len(cells))
+            rows.append((where, dict(zip(header, cells))))
+    except csv.Error as e:
+        raise InputError(f"{path.name}: not a readable CSV file ({e})") from None
+    if header is None:
+        raise InputError(f"{path.name}: empty CSV manifest (need a header line)")
+    return rows
 
 
-def read_manifest(manifest: str | os.PathLike) -> list[dict]:
+def _json_rows(text: str, path: Path) -> list[tuple[str, dict]]:
+    if text.lstrip().startswith("["):
+        raise InputError(
+            f"{path.name} holds a JSON array, but a manifest is JSON Lines: one job object per "
+            "line, no enclosing [ ] and no commas between lines; write each {...} on a line "
+            "of its own (a .jsonl file)"
+        )
+    rows: list[tuple[str, dict]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = ""
+            if line.rstrip().endswith(","):
+                hint = "; JSON Lines has no commas between lines"
+            elif line.strip() in ("{", "}") or line.startswith((" ", "\t")):
+                hint = "; each job must be a whole JSON object on one line"
+            raise InputError(f"{where}: not valid JSON ({e.msg}){hint}") from None
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"{where}: not valid JSON ({_one_line(e)})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object {{...}}, got {type(row).__name__}")
+        _unknown(row.keys(), JOB_FIELDS, where, "field")
+        rows.append((where, row))
+    return rows
+
+
+def read_manifest(manifest: str | os.PathLike, *, strict: bool = True) -> list[dict]:
     """Read a JSON Lines (``.jsonl``/``.json``) or CSV (``.csv``) manifest, one job a line.
 
     Fields: ``id, source, mask, target, center`` (``"row,col"``, ``[row, col]`` or
     ``center_row``/``center_col``) and optional ``canvas, source_size, steps, init, seed,
     mask_threshold``; ``mask`` may be left out for a source with an alpha channel (the
-    alpha is the mask). Paths are relative to the manifest's folder. Raises
-    :class:`InputError` (one line) for a malformed manifest, a missing field, or duplicate
-    or missing ids.
+    alpha is the mask). Paths are relative to the manifest's folder. CSV files may come
+    from a spreadsheet (byte-order mark, spaces after commas, CRLF, ``;`` separators).
+
+    Raises :class:`InputError` (one line) for a manifest that cannot be used as it is: not
+    found, not JSON Lines (a JSON array gets a hint) or CSV, no jobs, a missing or duplicate
+    id, an unknown field (the message names the closest known one: a typo such as
+    ``canvs`` is never ignored), or a missing source, target or centre. A bad value (a
+    seed outside ``0..2**32-1``, ``steps: 0``, a centre that is not two finite numbers,
+    ...) raises too when ``strict``; with ``strict=False`` that job comes back as ``{"id":
+    ..., "error": message}`` instead, for :func:`run_manifest` to record while the other
+    jobs run.
     """
     path = Path(manifest)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"manifest not found: {path}")
+    if path.is_dir():
+        raise InputError(f"manifest {path} is a folder; give a .jsonl or .csv file")
     ext = path.suffix.lower()
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read manifest {path} ({e})") from None
-    rows: list[tuple[str, dict]] = []
-    if ext in (".jsonl", ".json", ".ndjson"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path.name} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path.name} line {n}: expected a JSON object")
-            rows.append((f"{path.name} line {n}", row))
-    elif ext == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames:
-            raise InputError(f"{path.name}: empty CSV manifest (need a header line)")
-        for n, row in enumerate(reader, 2):
-            if None in row:
-                raise InputError(f"{path.name} line {n}: more values than header columns")
-            rows.append((f"{path.name} line {n}", {k.strip(): v for k, v in row.items()}))
-    else:
+    if ext not in (".jsonl", ".json", ".ndjson", ".csv"):
         raise InputError(f"manifest must be .jsonl or .csv, got {path.name}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a spreadsheet's byte-order mark
+    except UnicodeDecodeError:
+        raise InputError(
+            f"manifest {path} is not UTF-8 text; save it as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+        ) from None
+    except OSError as e:
+        raise InputError(f"cannot read manifest {path} ({e.strerror or e})") from None
+    rows = _csv_rows(text, path) if ext == ".csv" else _json_rows(text, path)
     if not rows:
         raise InputError(f"manifest {path} holds no jobs")
     jobs, seen = [], set()
@@ -481,45 +657,22 @@ def read_manifest(manifest: str | os.PathLike) -> list[dict]:
         if jid is None or str(jid).strip() == "":
             raise InputError(f"{where}: missing id")
         jid = str(jid).strip()
-        if "/" in jid or "\\" in jid or jid.startswith(".") or jid == RESULTS:
+        bad_name = any(c in jid for c in '/\\:*?"<>|') or any(ord(c) < 32 for c in jid)
+        if bad_name or jid.startswith(".") or jid == RESULTS or len(jid) > 200:
             raise InputError(f"{where}: id {jid!r} cannot be a file name")
         if jid in seen:
             raise InputError(f"{where}: duplicate id {jid!r}")
         seen.add(jid)
-        job: dict[str, Any] = {"id": jid}
-        for k in ("source", "mask", "target"):
-            v = row.get(k)
-            if v in (None, "") and k == "mask":
-                job[k] = None  # the source's alpha channel is the mask
-            elif v in (None, ""):
+        for k in ("source", "target"):
+            if row.get(k) in (None, ""):
                 raise InputError(f"{where}: missing {k}")
-            else:
-                job[k] = path.parent / str(v)
-        job["center"] = _center(row, where)
-        for k in ("canvas", "source_size", "seed"):
-            v = row.get(k)
-            if v not in (None, ""):
-                try:
-                    job[k] = int(v)
-                except (TypeError, ValueError):
-                    raise InputError(f"{where}: {k} must be an integer, got {v!r}") from None
-        if row.get("mask_threshold") not in (None, ""):
-            try:
-                job["mask_threshold"] = float(row["mask_threshold"])
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{where}: mask_threshold must be a number, got {row['mask_threshold']!r}"
-                ) from None
-            if not 0 <= job["mask_threshold"] < 255:
-                raise InputError(f"{where}: mask_threshold must be in [0, 255)")
-        if row.get("init") not in (None, ""):
-            job["init"] = str(row["init"])
-        if row.get("steps") not in (None, ""):
-            job["steps"] = _steps(row["steps"])
+        _center(row, where)
         try:
-            job_config(BlendConfig(), job)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{where}: {e}") from None
+            job = {"id": jid, **_values(row, path.parent)}
+        except InputError as e:
+            if strict:
+                raise InputError(f"{where}: {e}") from None
+            job = {"id": jid, "error": f"{where}: {e}"}
         jobs.append(job)
     return jobs
 
@@ -560,17 +713,20 @@ def _append(path: Path, records: list[dict]) -> None:
     if not records:
         return
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:  # a full disk: the run cannot record, so it stops (one line)
+        raise OutputError(f"cannot record results in {path} ({e.strerror or e})") from None
 
 
 def _record(jid: str, r: Any, finite: bool, out: Path | None) -> dict:
     if isinstance(r, Exception):
-        return {"id": jid, "status": "failed", "output": None, "error": str(r),
+        return {"id": jid, "status": "failed", "output": None, "error": _one_line(r, 2000),
                 "losses": None, "evaluations": None, "seconds": None}  # fmt: skip
     return {
         "id": jid,
@@ -714,11 +870,76 @@ def init_distributed(
     return jax.process_index(), jax.process_count()
 
 
-def _commit(images: list[Future], log: Path, records: list[dict]) -> None:
-    """Record a stack in the log once all its images are on disk (resume relies on it)."""
-    for f in images:
-        f.result()
+def _write_failed(rec: dict, e: BaseException) -> None:
+    """Turn the record of a job whose image could not be written into that job's failure."""
+    rec.update(status="failed", output=None, error=f"cannot write its image ({_one_line(e)})")
+
+
+def _commit(images: list[tuple[Future, dict]], log: Path, records: list[dict]) -> list[dict]:
+    """Record a stack in the log once all its images are on disk (resume relies on it); a
+    job whose image could not be written is recorded as failed, with the reason."""
+    for f, rec in images:
+        try:
+            f.result()
+        except Exception as e:  # noqa: BLE001 - a full disk, a folder in the way: the job's
+            _write_failed(rec, e)
     _append(log, records)
+    return records
+
+
+LOCK = ".jaxblend-batch.lock"
+
+
+class _OutDirLock:
+    """An exclusive lock on an output folder (``fcntl.flock`` on ``LOCK``; ``O_EXCL``
+    where there is no fcntl), so two runners cannot work on one folder at once; the
+    processes of one distributed run each take their own (``LOCK`` + ``.p<index>``)."""
+
+    def __init__(self, out: Path, process: int | None) -> None:
+        name = LOCK if process is None else f"{LOCK}.p{process}"
+        self.path = out / name
+        self.fd: int | None = None
+        self.exclusive = False
+        try:
+            import fcntl
+        except ImportError:  # no flock: a file created with O_EXCL, removed on release
+            fcntl = None  # type: ignore[assignment]
+        try:
+            if fcntl is not None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(self.fd)
+                    self.fd = None
+                    self._busy(out)
+            else:
+                try:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                    self.exclusive = True
+                except FileExistsError:
+                    self._busy(out)
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            raise OutputError(f"cannot lock {out} ({e.strerror or e})") from None
+
+    def _busy(self, out: Path) -> None:
+        try:
+            pid = self.path.read_text().strip() or "?"
+        except OSError:
+            pid = "?"
+        raise InputError(
+            f"another jaxblend batch (pid {pid}) is running on {out}; wait for it to finish "
+            "(a rerun then skips its finished jobs) or give another --out-dir"
+        )
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+            if self.exclusive:
+                self.path.unlink(missing_ok=True)
 
 
 def run_manifest(
@@ -758,31 +979,53 @@ def run_manifest(
         :func:`default_workers`); 0 does everything in this thread, one step after the
         other.
 
+    Every failure of one job is that job's: a bad value in its line, an image that cannot
+    be read, a placement outside the canvas, a canvas too large for memory, a failed solve
+    or write is recorded with its reason in ``results.jsonl`` (status ``failed``), and the
+    other jobs go on; the values of every job are checked before any compute. A lock on
+    ``out_dir`` (``.jaxblend-batch.lock``) refuses a second runner on the same folder.
+
     Returns:
       0 if every job succeeded, else 1.
 
     Raises:
-      InputError: a bad manifest, config or batch size (before any work).
+      InputError: a bad manifest, config or batch size, or a folder another runner holds
+        (before any work).
     """
     t_start = time.perf_counter()
     config = load_config(config_path)
-    jobs = read_manifest(manifest)
+    jobs = read_manifest(manifest, strict=False)
     auto = isinstance(batch_size, str) and batch_size.strip().lower() == "auto"
     size: int | None = None
     if not auto and batch_size is not None:
-        bad = f"batch size must be a positive integer or auto, got {batch_size!r}"
-        try:
-            size = int(batch_size)
-        except (TypeError, ValueError):
-            raise InputError(bad) from None
-        if size < 1:
-            raise InputError(bad)
+        size = validate.integer(batch_size, "batch size", 1, 4096, "give N or auto")
     workers = default_workers() if workers is None else int(workers)
     n_proc, me = jax.process_count(), jax.process_index()
     if n_proc > 1:
         jobs = [j for i, j in enumerate(jobs) if i % n_proc == me]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out-dir {out} is a file, not a folder; give a folder name")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create --out-dir {out} ({e.strerror or e})") from None
+    lock = _OutDirLock(out, me if n_proc > 1 else None)
+    try:
+        return _run(jobs, out, config, me, n_proc, auto, size, workers, quiet, t_start)
+    except BaseException:
+        if created and not any(f.name != lock.path.name for f in out.iterdir()):
+            lock.release()  # nothing of this run is left behind: not even the folder
+            lock.path.unlink(missing_ok=True)
+            out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
+def _run(jobs, out, config, me, n_proc, auto, size, workers, quiet, t_start) -> int:
+    """:func:`run_manifest` once the folder is locked."""
     mine = {j["id"] for j in jobs}
     for tmp in out.glob(".*.tmp"):  # leftovers of a write interrupted by a kill (ours only:
         if n_proc == 1 or tmp.name[1:].rsplit(".png.", 1)[0] in mine:  # others may be writing)
@@ -810,6 +1053,25 @@ def run_manifest(
     if skipped:
         say(f"resume: {skipped} jobs already done, skipped; {len(todo)} to do")
     counts = {"ok": 0, "failed": 0, "nonfinite": 0}
+    # Every job's values are checked before any compute; the bad ones are recorded now.
+    bad = []
+    for j in todo:
+        reason = j.get("error")
+        if reason is None:
+            try:
+                check_job(config, j)
+            except Exception as e:  # noqa: BLE001 - the job's failure, whatever it is
+                reason = _one_line(e)
+        if reason is not None:
+            rec = _record(j["id"], InputError(reason), True, None)
+            rec["process"] = me
+            bad.append(rec)
+            if not quiet:
+                print(f"job {j['id']}: failed: {reason}", file=sys.stderr, flush=True)
+    _append(log, bad)
+    counts["failed"] += len(bad)
+    failed_ids = {r["id"] for r in bad}
+    todo = [j for j in todo if j["id"] not in failed_ids]
     if todo:
         from jaxblend.vgg import load_vgg
 
@@ -819,7 +1081,7 @@ def run_manifest(
             cfg0 = job_config(config, todo[0])
             try:
                 shape = _layout(todo[0], cfg0).target.shape
-            except JaxblendError:
+            except Exception:  # noqa: BLE001 - that job fails later, with its reason
                 shape = (cfg0.canvas or 512, cfg0.canvas or 512, 3)
             size, per_job, how = auto_batch_size(cfg0, vgg, shape, devices)
             say(
@@ -833,6 +1095,13 @@ def run_manifest(
         stream = _iter_batch(
             todo, config, batch_size=size, vgg=vgg, devices=devices, workers=workers
         )
+
+        def tally(records: list[dict]) -> None:
+            for rec in records:
+                counts[rec["status"]] += 1
+                if rec["error"] and not quiet:
+                    bar.line.note(f"job {rec['id']}: {rec['status']}: {rec['error']}")
+
         try:
             for chunk in stream:
                 records, images = [], []
@@ -841,25 +1110,29 @@ def run_manifest(
                     path = None
                     if not isinstance(r, Exception):
                         path = out / f"{jid}.png"
-                        images.append((r.image, path))
                     rec = _record(jid, r, finite, path)
                     rec["process"] = me
-                    if rec["error"] and not quiet:
-                        bar.line.note(f"job {jid}: {rec['status']}: {rec['error']}")
-                    counts[rec["status"]] += 1
+                    if path is not None:
+                        images.append((r.image, path, rec))
                     records.append(rec)
                 if writer is None or committer is None:
-                    for img, path in images:
-                        save_image(img, path)
+                    for img, path, rec in images:
+                        try:
+                            save_image(img, path)
+                        except Exception as e:  # noqa: BLE001 - this job's failure
+                            _write_failed(rec, e)
                     _append(log, records)
+                    tally(records)
                 else:  # written while the next stack computes
-                    futs = [writer.submit(save_image, img, path) for img, path in images]
+                    futs = [
+                        (writer.submit(save_image, img, path), rec) for img, path, rec in images
+                    ]
                     commits.append(committer.submit(_commit, futs, log, records))
                     while commits and commits[0].done():
-                        commits.pop(0).result()  # a failed write stops the run here
+                        tally(commits.pop(0).result())  # a failed log append stops the run
                 bar(len(chunk))
             for c in commits:
-                c.result()
+                tally(c.result())
         finally:
             stream.close()  # stops the layout threads (pending layouts are cancelled)
             for pool in (writer, committer):  # the writes already handed over finish
@@ -869,6 +1142,7 @@ def run_manifest(
     dt = time.perf_counter() - t_start
     rate = (counts["ok"] + counts["nonfinite"]) / dt * 60 if dt > 0 else 0.0
     extra = f", {counts['nonfinite']} nonfinite" if counts["nonfinite"] else ""
+    where = f"; reasons in {log}" if counts["failed"] or counts["nonfinite"] else ""
     say(f"{counts['ok']} ok, {counts['failed']} failed{extra}, {skipped} skipped in {dt:.1f} s, "
-        f"{rate:.1f} jobs/min")  # fmt: skip
+        f"{rate:.1f} jobs/min{where}")  # fmt: skip
     return 0 if counts["failed"] == 0 and counts["nonfinite"] == 0 else 1

@@ -194,7 +194,7 @@ def test_csv_manifest_and_bad_config(images, tmp_path):
     c = tmp_path / "c.json"
     for text, match in [
         ('{"canvs": 3}', "unknown setting"),
-        ('{"stage1": {"steps": "x"}}', "must be a number"),
+        ('{"stage1": {"steps": "x"}}', "stage1: steps must be an integer"),
         ("{", "not valid JSON"),
         ('{"init": "zz"}', "init"),
     ]:
