@@ -543,14 +543,11 @@ def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
 
 
 def _layout(args: argparse.Namespace, canvas: Any, source_size: Any) -> Any:
-    """Place the job (io.place) after a warning for a soft mask."""
+    """Place the job (io.place), then warn of a soft mask."""
     from jaxblend.io import object_mask, place
     from jaxblend.masks import soft_mask_warning
 
-    note = soft_mask_warning(object_mask(args.source, args.mask), args.mask_threshold)
-    if note:
-        _warn(note)
-    return place(
+    job = place(
         args.source,
         args.target,
         args.mask,
@@ -558,7 +555,11 @@ def _layout(args: argparse.Namespace, canvas: Any, source_size: Any) -> Any:
         canvas=canvas,
         source_size=source_size,
         mask_threshold=args.mask_threshold,
-    )
+    )  # first: a bad input is then the only line, not a warning before it
+    note = soft_mask_warning(object_mask(args.source, args.mask), args.mask_threshold)
+    if note:
+        _warn(note)
+    return job
 
 
 def _write_all(outputs: list[tuple[Any, Path]]) -> None:

@@ -73,10 +73,14 @@ def _check_pixels(size: tuple[int, int], what: str, p: Path) -> None:
     limit = max_image_pixels()
     w, h = size
     if limit is not None and w * h > limit:
+
+        def mp(n: int) -> str:
+            return f"{n / 1e6:.1f} megapixels" if n >= 100_000 else f"{n} pixels"
+
         raise InputError(
-            f"{what} file {p} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
-            f"{limit / 1e6:.1f} (Pillow's guard against decompression bombs); if you trust "
-            f"the file, allow it with {MAX_PIXELS_ENV}={w * h} (0: no limit)"
+            f"{what} file {p} is {w}x{h} = {mp(w * h)}, over the limit of {mp(limit)} "
+            f"(Pillow's guard against decompression bombs); if you trust the file, allow it "
+            f"with {MAX_PIXELS_ENV}={w * h} (0: no limit)"
         )
 
 
@@ -114,7 +118,11 @@ def _header(p: Path, what: str) -> Image.Image:
         raise InputError(
             f"{what} file {p} is not a readable image ({type(e).__name__}: {e})"
         ) from None
-    _check_pixels(im.size, what, p)
+    try:
+        _check_pixels(im.size, what, p)
+    except BaseException:
+        im.close()
+        raise
     return im
 
 
@@ -147,16 +155,17 @@ def _open_file(p: Path, what: str) -> Image.Image:
     im = _header(p, what)
     try:
         im.load()
-    except InputError:
+    except BaseException as e:
+        im.close()
+        if isinstance(e, MemoryError):
+            raise InputError(f"{what} file {p} is too large to decode in memory") from None
+        if isinstance(e, (OSError, SyntaxError, ValueError)):
+            raise InputError(f"{what} file {p} is not a readable image ({e})") from None
+        if isinstance(e, Exception):  # a broken file can trip any decoder error
+            raise InputError(
+                f"{what} file {p} is not a readable image ({type(e).__name__}: {e})"
+            ) from None
         raise
-    except MemoryError:
-        raise InputError(f"{what} file {p} is too large to decode in memory") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{what} file {p} is not a readable image ({e})") from None
-    except Exception as e:  # noqa: BLE001 - a broken file can trip any decoder error
-        raise InputError(
-            f"{what} file {p} is not a readable image ({type(e).__name__}: {e})"
-        ) from None
     return im
 
 
@@ -304,7 +313,7 @@ def _open(x: ImageLike, what: str, *, mask: bool = False, value_range: Any = Non
         im = _upright(_open_file(Path(x), what))
     elif isinstance(x, Image.Image):
         im = _upright(x)
-    elif isinstance(x, (bytes, bytearray)) or x is None or isinstance(x, (dict, set)):
+    elif not (isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__")):
         raise InputError(f"{what} must be a path, a PIL image or an array, got {type(x).__name__}")
     else:
         try:
@@ -503,6 +512,7 @@ def place(
     if mask_threshold >= 255:
         raise InputError(f"mask threshold must be in [0, 255), got {mask_threshold:g}")
     center = validate.center(center)
+    _check_range(value_range, "value_range")  # refused even where no array needs it
     src = load_image(source, "source", value_range)
     tgt = load_image(target, "target", value_range)
     msk = object_mask(source, mask, value_range)

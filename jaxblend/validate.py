@@ -9,6 +9,7 @@ folders that do not exist yet are not created.
 
 from __future__ import annotations
 
+import dataclasses
 import io as _bytes_io
 import math
 import numbers
@@ -260,7 +261,9 @@ def _measured(cfg: Any, vgg: Any, ref: tuple[int, int]) -> tuple[int, str]:
     and shape: one small compile each)."""
     from jaxblend.batch import _per_job_bytes
 
-    key = (cfg, id(vgg.params), vgg.arch, ref)
+    # What the measurement depends on: stage 1's terms, the solver and the arithmetic.
+    stage = dataclasses.replace(cfg.stage1, steps=1)
+    key = (stage, cfg.solver, cfg.history, cfg.precision, id(vgg.params), vgg.arch, ref)
     if key not in _MEASURED:
         _MEASURED[key] = _per_job_bytes(cfg, vgg, (*ref, 3))
     return _MEASURED[key]
@@ -303,7 +306,7 @@ def blend_memory(
     if px * (QUICK_BYTES_PER_PIXEL + 48 * history) * stack <= have:
         return
     model = vgg if hasattr(vgg, "params") else vgg()
-    base = cfg.replace(canvas=None, seed=0)
+    base = cfg
     small, big = _ref_shape(h, w, MEASURE_SIDE // 2), _ref_shape(h, w, MEASURE_SIDE)
     b_small, how = _measured(base, model, small)
     b_big, _ = _measured(base, model, big)
