@@ -800,6 +800,11 @@ def _check_place(args: argparse.Namespace) -> None:
     _inputs(args, "source", "mask", "target")
     validate.output_image(args.out, "-o")
     validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
+    jid = args.id
+    if jid is not None and (
+        not jid.strip() or jid.startswith(".") or any(c in jid for c in '/\\:*?"<>|')
+    ):
+        raise InputError(f"--id {jid!r} cannot be a file name (batch writes OUT_DIR/<id>.png)")
 
 
 def _check_mask(args: argparse.Namespace) -> None:
@@ -852,15 +857,31 @@ def _check_weights(args: argparse.Namespace) -> None:
 
 
 def _check_warmup(args: argparse.Namespace) -> None:
+    from jaxblend import validate
+
     for name in ("manifest", "config"):
         value = getattr(args, name, None)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{name} file not found: {value}")
     b = args.batch_size
     if b is not None and str(b).strip().lower() != "auto":
-        from jaxblend import validate
-
         validate.integer(b, "--batch-size", 1, 4096, "give N or auto")
+    if args.manifest is None:  # a canvas given here: refuse one that cannot fit in memory
+        from jaxblend.batch import load_config
+        from jaxblend.warmup import parse_canvas
+
+        shape = parse_canvas(args.canvas)
+        config = load_config(args.config)
+        if args.precision:
+            config = config.replace(precision=args.precision)
+
+        def vgg() -> Any:
+            from jaxblend.vgg import load_vgg
+
+            return load_vgg(config.network)
+
+        for stack in args.stack or [1]:
+            validate.blend_memory(config, shape[:2], vgg, stack=stack)
 
 
 #: Checks of each command's arguments, run before anything is compiled or written.

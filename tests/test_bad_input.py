@@ -281,6 +281,11 @@ CLI_CASES = [
      None, ()),
     ("warmup-batch-size", ["warmup", "--manifest", "{man:dup.jsonl}", "--batch-size", "0"],
      r"batch-size must be", None, ()),
+    ("warmup-canvas-text", ["warmup", "--canvas", "big", "--quiet"], r"canvas must be N or HxW",
+     None, ()),
+    ("warmup-canvas-memory", ["warmup", "--canvas", "60000", "--quiet", "--no-compile-cache"],
+     r"60000x60000 canvas needs about", None, ()),
+    ("place-id-slash", [*PLACE, "--id", "a/b"], r"cannot be a file name", None, ()),
 ]  # fmt: skip
 
 
