@@ -36,8 +36,10 @@ _NUMBERS = re.compile(r"^-\d*\.?\d+(,\s*-?\d*\.?\d+)+$")
 DEFAULTS = BlendConfig()
 
 MANIFEST_HELP = """\
-manifest: one job per line, JSON Lines (.jsonl) or CSV (.csv, a header line first); paths
-are relative to the manifest's folder. Fields:
+manifest: one job per line, JSON Lines (.jsonl) or CSV (.csv, a header line first, as a
+spreadsheet saves it); paths are relative to the manifest's folder. An unknown field stops
+the run before any work; a job with a bad value or input is recorded as failed in
+OUT_DIR/results.jsonl and the others go on. Fields:
   id              output name: OUT_DIR/<id>.png (required, unique)
   source          the object's image (required)
   mask            its mask, nonzero inside (optional for RGBA sources: the alpha is the mask)
