@@ -39,7 +39,8 @@ CFG_JSON = {
     "solver": "lbfgs",
     "stage1": {"grad": 1.0, "content": 1e-3, "style": 3e-4, "hist": 1e-4, "tv": 1e-6, "range": 0,
                "steps": 4, "style_layers": [list(x) for x in SHALLOW],
-               "hist_layers": [["relu2_2", 1.0]]},
+               "hist_layers": [["relu2_2", 1.0]], "normalize": False,
+               "content_layers": [["relu2_2", 1.0]]},
 }  # fmt: skip
 STACK = 4
 CENTERS = [(13, 15), (16, 16), (15, 14), (17, 15), (14, 17), (16, 13)]
