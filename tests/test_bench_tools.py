@@ -208,6 +208,8 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "poisson-cpu-2026-11-25.md", "poisson-gpu-2026-11-26.md",
         "compile-cache-cpu-2026-11-26.md", "calibrate.jsonl", "cpu-cpu-2026-11-27.json",
         "compile-warmup-cpu-2026-12-02.md", "pipeline-cpu-2026-12-02.md",
+        "quality-default-2026-12-01.md", "quality-default-2026-12-02.md",
+        "quality-case1-default.png", "eval-cost-cpu-2026-12-02.md",
     ]  # fmt: skip
     for n in names:
         (tmp_path / n).write_text(n)
@@ -225,6 +227,8 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "warmup": "compile-warmup-cpu-2026-12-02.md",
         "pipeline": "pipeline-cpu-2026-12-02.md",
         "pipeline-gpu": None,
+        "quality": "quality-default-2026-12-02.md",  # the tables, not the contact sheets
+        "eval-cost": "eval-cost-cpu-2026-12-02.md",
     }
     (tmp_path / "case1-cpu-default-2026-11-27.md").write_text("x")
     for n in ("gpu-NVIDIA_H200-2026-11-26.md", "compile-cache-cpu-2026-11-26.md"):
