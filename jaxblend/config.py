@@ -81,7 +81,7 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range"):
-            validate.number(getattr(self, name), f"{name} (a loss weight)", 0.0)
+            validate.number(getattr(self, name), f"{name} (a loss weight)", 0.0, validate.F32_MAX)
         validate.integer(self.steps, "steps", 1, validate.MAX_STEPS)
         for name in ("content_layers", "style_layers", "hist_layers"):
             value = getattr(self, name)

@@ -25,6 +25,8 @@ from jaxblend.errors import InputError
 SEED_MAX = 2**32 - 1
 #: The largest canvas or source side accepted at all (memory refuses most before it).
 MAX_SIDE = 100_000
+#: The largest float32: a loss weight above it would be infinite on the device.
+F32_MAX = 3.4028234663852886e38
 #: Budgets (steps, chunk) stay far inside the int32 evaluation counter.
 MAX_STEPS = 10**9
 #: Host bytes per canvas pixel of a layout (target, source and mask in float32, the
