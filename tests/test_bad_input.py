@@ -693,3 +693,29 @@ def test_blend_batch_no_exception_type_escapes(vgg, img, monkeypatch):
     for i, match in errors.items():
         assert isinstance(got[i], JaxblendError) and re.search(match, str(got[i])), (i, got[i])
     assert isinstance(got[8], RunError) and "lower the batch size" in str(got[8])
+
+
+def test_full_disk_on_a_later_write_leaves_no_output(img, tmp_path, capsys, monkeypatch):
+    """Outputs are written all or none: a write that fails after another succeeded (a disk
+    filling up) is one line, exit 2, and the file already written is removed."""
+    import jaxblend.io as jio
+    from jaxblend.errors import OutputError
+
+    real, calls = jio.save_image, []
+
+    def filling_up(image, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OutputError(f"cannot write {path} (No space left on device)")
+        return real(image, path)
+
+    cutout = tmp_path / "cutout.png"
+    rgb, alpha = Image.open(img / "source.png"), Image.open(img / "mask.png")
+    Image.fromarray(np.dstack([np.asarray(rgb), np.asarray(alpha)])).save(cutout)
+    monkeypatch.setattr(jio, "save_image", filling_up)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main(["mask", "--source", str(cutout), "--method", "alpha", "-o", str(out / "m.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert len(calls) == 2 and not out.exists()
