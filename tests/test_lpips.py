@@ -117,3 +117,16 @@ def test_foreign_file_is_refused(tmp_path):
     p = save_weights(tmp_path / "x.safetensors", {"a": np.zeros(2, np.float32)}, {"format": "x"})
     with pytest.raises(WeightError, match="not a jaxblend LPIPS weight file"):
         load_lpips(p)
+
+
+def test_shipped_file_sha256_matches_readme():
+    import hashlib
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "weights" / "README.md").read_text()
+    section = readme[readme.index("## `lpips_alexnet.safetensors`") :]
+    data = (repo / "weights" / "lpips_alexnet.safetensors").read_bytes()
+    shas = re.findall(r"\b[0-9a-f]{64}\b", section)
+    assert hashlib.sha256(data).hexdigest() in shas
+    assert load_lpips().metadata["format"] == "jaxblend-lpips"
