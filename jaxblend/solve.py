@@ -5,7 +5,10 @@ Stage 1 (seamless blending) minimises, over the image ``I_Z`` inside the mask,
 blend ``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)`` (Zhang, Wen, Shi, WACV 2020, Eq. 6–12). Stage 2
 (style refinement) starts from the stage-1 blend and minimises the unmasked content loss
 against it (Eq. 9, which the authors' code leaves at zero by a bug) plus style, histogram
-and TV, again only inside the mask: pixels outside the mask stay the target's exactly.
+and TV. Each stage changes the pixels inside the mask only (outside them the result is the
+target's exactly) or, with ``region="image"`` (the default stage 2, as the authors' code),
+every pixel. With ``normalize=True`` each term is divided by the job's own scale (computed
+once in :func:`prepare`), and ``band`` restricts the gradient term to the mask edge.
 
 Everything constant per job — the guidance Laplacian, the source's content features, the
 target's Gram matrices and sorted features — is computed once by :func:`prepare`, outside
