@@ -14,6 +14,7 @@ the VGG figures; a line per variant and case is appended to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import dataclasses
 import json
 import sys
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     summary: dict[int, list] = {i: [] for i in range(len(variants))}
     for case in cases:
         job = devset.job(case, a.canvas)
-        key = f"{case.name}-{a.canvas}-{abs(hash(json.dumps(s1, sort_keys=True))) % 10**8}"
+        digest = hashlib.sha256(json.dumps(s1, sort_keys=True).encode()).hexdigest()[:8]
+        key = f"{case.name}-{a.canvas}-{digest}"
         f = cache / f"{key}.npy"
         if f.exists():
             stage1 = np.load(f)

@@ -10,9 +10,11 @@
   values minus their ``MeanShift`` mean (``network="vgg16-authors"``, fetched with
   ``jaxblend weights fetch vgg16-torchvision``), Gram ÷ C·H·W and MSE means (our
   normalisations already), stage 1 grad 1e4, style 1e4, content 1, TV 1e-6, stage 2 style
-  1e7, content 1, TV 1e-6, noise start, 1000 evaluations per stage, no histogram term.
-  Their square resizing is :func:`jaxblend.io.place`'s business (resize target and source
-  to squares before placing); their stage 2 also repaints the background, ours does not.
+  1e7, TV 1e-6, noise start, 1000 evaluations per stage, no histogram term. Their stage 2
+  content term has weight 1 but is identically zero (a known bug in their code), so the
+  preset's is 0; their stage 2 optimises every pixel (``region="image"``), repainting the
+  background too. Their square resizing is :func:`jaxblend.io.place`'s business (resize
+  target and source to squares before placing).
 
 Example:
   >>> cfg = preset("authors", canvas=512)
@@ -57,7 +59,7 @@ PRESETS: dict[str, BlendConfig] = {
             content_layers=CONTENT_LAYERS, style_layers=_AUTHORS_STYLE,
         ),
         stage2=StageConfig(
-            content=1.0, style=1e7, tv=1e-6, steps=1000,
+            content=0.0, style=1e7, tv=1e-6, steps=1000, region="image",
             content_layers=CONTENT_LAYERS, style_layers=_AUTHORS_STYLE,
         ),
         init="noise",

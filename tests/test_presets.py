@@ -16,7 +16,9 @@ def test_authors_preset_holds_their_weights_and_network():
     cfg = preset("authors")
     s1, s2 = cfg.stage1, cfg.stage2
     assert (s1.grad, s1.style, s1.content, s1.tv, s1.steps) == (1e4, 1e4, 1.0, 1e-6, 1000)
-    assert (s2.style, s2.content, s2.tv, s2.steps) == (1e7, 1.0, 1e-6, 1000)
+    # their stage-2 content term is identically zero (a bug in their code): reproduced as 0
+    assert (s2.style, s2.content, s2.tv, s2.steps) == (1e7, 0.0, 1e-6, 1000)
+    assert s1.region == "mask" and s2.region == "image"  # they repaint the background
     assert not s1.normalize and not s2.normalize and s1.hist == 0 and s2.hist == 0
     assert cfg.init == "noise" and cfg.network == "vgg16-authors"
     assert [n for n, _ in s1.style_layers] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
