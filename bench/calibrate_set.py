@@ -14,8 +14,8 @@ the VGG figures; a line per variant and case is appended to
 from __future__ import annotations
 
 import argparse
-import hashlib
 import dataclasses
+import hashlib
 import json
 import sys
 import time
