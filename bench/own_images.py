@@ -10,12 +10,12 @@ put on a plain white background, cropped to the glasses and saved as JPEG
 1. ``jaxblend mask --source glasses.jpg -o glasses_mask.png`` — the plain-background
    method; writes the mask and its preview overlay (``mask_preview.png``);
 2. ``jaxblend place ... -o placement.png`` — the placement preview and its manifest line;
-3. ``jaxblend blend ... -o result.png`` — the deep blend on a 256 canvas (the demo's size),
+3. ``jaxblend blend ... -o result.png`` — the deep blend on the demo's canvas (``DEMO_CANVAS``),
    at the authors' case1 placement scaled to it.
 
 Writes the three pictures and ``commands.txt`` (each command and what it
 printed on stdout) into ``--out``; the commands run in a temporary folder. The
-blend runs the default budgets (40 + 30 evaluations) unless ``--steps`` says otherwise.
+blend runs the default budgets (40 + 60 evaluations) unless ``--steps`` says otherwise.
 """
 
 from __future__ import annotations
@@ -35,12 +35,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jaxblend.demo import AUTHORS, DEMO_CANVAS  # noqa: E402
+
 CASE1 = ROOT / "jaxblend" / "examples" / "case1"
 CROP = (240, 50, 420, 490)  # rows top..bottom, cols left..right of case1's 500² source
 WHITE = (246, 246, 244)
-# The authors' case1 placement on a 512 canvas: the 500² source resized to 300, its centre at
-# (row 200, col 235); the demo's canvas is 256 (half of it).
-CANVAS, FULL, CENTRE = 256, 300, (200, 235)
+# The authors' case1 placement (jaxblend.demo.AUTHORS: the 500² source resized to 300 on a
+# 512 canvas, its centre at row 200, col 235), on the demo's canvas.
+CANVAS = DEMO_CANVAS
+FULL, CENTRE = AUTHORS["source_size"], AUTHORS["center"]
 
 
 def product_photo(path: Path) -> tuple[tuple[int, int], int]:
@@ -51,7 +54,7 @@ def product_photo(path: Path) -> tuple[tuple[int, int], int]:
     photo = src * m + np.asarray(WHITE, np.float32) * (1 - m)
     t, left, b, r = CROP
     Image.fromarray(np.round(photo[t:b, left:r]).astype(np.uint8)).save(path, quality=90)
-    half = CANVAS / 512
+    half = CANVAS / AUTHORS["canvas"]
     s = FULL / src.shape[0] * half  # source pixels -> canvas pixels
     top0, left0 = CENTRE[0] * half - FULL * half / 2, CENTRE[1] * half - FULL * half / 2
     centre = (round(top0 + (t + b) / 2 * s), round(left0 + (left + r) / 2 * s))

@@ -22,7 +22,7 @@ AUTHORS = {"canvas": 512, "source_size": 300, "center": (200, 235)}
 # The demo's canvas: the authors' own, where the defaults were calibrated (on a smaller
 # canvas the same defaults stylise thin objects such as the glasses more than they
 # should); about two minutes on a 2-core CPU.
-DEMO_CANVAS = 512
+DEMO_CANVAS = AUTHORS["canvas"]
 
 
 def demo_placement(canvas: int = DEMO_CANVAS) -> dict:
