@@ -57,6 +57,16 @@ class StageConfig:
         is the target, bit for bit) or ``"image"`` (every pixel, as the authors' stage 2:
         the scene around the object may move a little so the object need not absorb the
         whole style difference alone).
+      style_object: share of the style term given to the object's own statistics, from 0
+        (the paper: the Gram matrices of the whole image against the target's) to 1 (only
+        the object's). The object's part compares the Gram matrix of the blend's features
+        inside the mask with that of the target features *matched* to them: each object
+        position at the deepest style layer takes the target position whose 3 x 3 feature
+        patch is most similar (cosine) to the reference's (the content reference: the
+        stage-1 blend in stage 2), mapped to the shallower layers as in Luan et al.'s
+        painterly harmonisation (2018). So dark parts of the object take the texture of
+        the scene's dark parts instead of being pulled to the scene's average. Computed
+        once per job; no extra VGG pass per evaluation. Not in the paper.
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
         rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
@@ -78,6 +88,7 @@ class StageConfig:
     band: int = 0
     region: str = "mask"
     smooth: float = 0.0
+    style_object: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range"):
@@ -98,6 +109,7 @@ class StageConfig:
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         validate.integer(self.band, "band", 0, validate.MAX_SIDE)
         validate.number(self.smooth, "smooth", 0.0, 1000.0)
+        validate.number(self.style_object, "style_object", 0.0, 1.0)
 
     def layers(self) -> tuple[str, ...]:
         """The VGG layers this stage's active terms read (sorted, no repeats)."""

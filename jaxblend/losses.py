@@ -216,6 +216,76 @@ def style_loss(
     return total
 
 
+def masked_gram(feature: ArrayLike, weight: ArrayLike) -> jax.Array:
+    """Gram matrix of the positions a ``h x w`` weight covers: ``Σ_p w_p f_p f_pᵀ / (Σ_p w_p·c)``.
+
+    With ``weight`` all ones it is :func:`gram`.
+    """
+    f = jnp.asarray(feature)
+    h, w, c = f.shape
+    m = jnp.asarray(weight, jnp.float32).reshape(h * w, 1)
+    f = f.reshape(h * w, c)
+    n = jnp.maximum(jnp.sum(m), 1e-6)
+    return jnp.matmul((f * m).T, f, precision=jax.lax.Precision.HIGHEST) / (n * c)
+
+
+def _patches(f: jax.Array) -> jax.Array:
+    """``h x w x 9c``: each position's 3 x 3 neighbourhood (edges replicated), L2-normalised."""
+    h, w, _ = f.shape
+    p = jnp.pad(f, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    cols = [p[i : i + h, j : j + w] for i in range(3) for j in range(3)]
+    x = jnp.concatenate(cols, axis=-1)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+def match_positions(reference: ArrayLike, target: ArrayLike) -> jax.Array:
+    """For each position of ``reference`` (``h x w x c``), the flat index of the position of
+    ``target`` (same shape) whose 3 x 3 patch is most similar (cosine): Luan et al.'s
+    nearest-neighbour patch matching, computed once per job (``(h·w)²`` similarities)."""
+    r = _patches(jnp.asarray(reference)).reshape(-1, 9 * reference.shape[-1])
+    t = _patches(jnp.asarray(target)).reshape(-1, 9 * target.shape[-1])
+    return jnp.argmax(jnp.matmul(r, t.T), axis=-1)
+
+
+def matched_features(target: ArrayLike, match: ArrayLike, coarse: tuple[int, int]) -> jax.Array:
+    """``target`` (``H x W x c``) rearranged by a ``coarse``-grid match (:func:`match_positions`).
+
+    A position ``(i, j)`` of the finer layer lies in coarse cell ``(i // k, j // k)`` (``k =
+    H / h``); it takes the target feature at the same offset inside the matched cell (Luan
+    et al. map correspondences to shallower layers this way).
+    """
+    t = jnp.asarray(target)
+    hh, ww = t.shape[:2]
+    h, w = coarse
+    k = hh // h
+    i = jnp.arange(hh)[:, None]
+    j = jnp.arange(ww)[None, :]
+    cell = jnp.asarray(match).reshape(h, w)[jnp.minimum(i // k, h - 1), jnp.minimum(j // k, w - 1)]
+    ti = jnp.clip((cell // w) * k + i % k, 0, hh - 1)
+    tj = jnp.clip((cell % w) * k + j % k, 0, ww - 1)
+    return t[ti, tj]
+
+
+def object_style_loss(
+    features: Features,
+    object_grams: Mapping[str, jax.Array],
+    weight: Mapping[str, jax.Array],
+    *,
+    weights: Mapping[str, float],
+) -> jax.Array:
+    """Style of the object region: ``Σ_l β_l · mean((G_l^M[I] − G_l^*)²)``.
+
+    ``G_l^M`` is :func:`masked_gram` of the blend's features under the mask pooled to layer
+    ``l`` (``weight[l]``) and ``G_l^*`` the same Gram of the matched target features
+    (:func:`matched_features`), computed once per job.
+    """
+    total = jnp.float32(0)
+    for name, b in weights.items():
+        g = masked_gram(features[name], weight[name])
+        total = total + b * jnp.mean((g - object_grams[name]) ** 2)
+    return total
+
+
 def sorted_channels(feature: ArrayLike) -> jax.Array:
     """Each channel's values sorted: ``h x w x c`` → ``(h·w) x c``. Computed once per target."""
     f = jnp.asarray(feature)

@@ -285,3 +285,53 @@ def test_stage_image_region():
     assert (whole == 7).all()
     with pytest.raises(jaxblend.InputError, match="region"):
         BlendConfig(stage2=dataclasses.replace(s, region="everything"))
+
+
+def test_object_style_term_is_one_at_the_naive_paste_and_batches(case1, vgg, job):
+    """style_object: the object's Gram against its matched target features, normalised to
+    1.0 at the naive paste like the whole-image term; a stack equals single runs."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxblend.solve import VGGSpec, composite, programs
+
+    cfg = dataclasses.replace(
+        BlendConfig().stage2, normalize=True, grad=0.0, content=0.0, style=1.0, range=0.0,
+        style_object=1.0, style_layers=SHALLOW,
+    )  # fmt: skip
+    t, s, m = (jnp.asarray(a) for a in (job.target, job.source, job.mask))
+    p = programs(cfg, VGGSpec(), True, "lbfgs", 5, False)
+    naive = composite(s, t, m)
+    data = p.prepare(vgg.params, t, m, s, naive)
+    assert float(p.terms(naive, data)["style"]) == pytest.approx(1.0, rel=1e-4)
+    half = dataclasses.replace(cfg, style_object=0.5)
+    ph = programs(half, VGGSpec(), True, "lbfgs", 5, False)
+    assert float(ph.terms(naive, ph.prepare(vgg.params, t, m, s, naive))["style"]) == (
+        pytest.approx(1.0, rel=1e-4)
+    )
+    # the object term reads only the object: changing the scene far from it leaves it be
+    far = np.asarray(job.mask) == 0
+    from scipy import ndimage
+
+    far &= ~ndimage.binary_dilation(~far, iterations=12)  # relu2_2 sees 14 px
+    moved = jnp.where(jnp.asarray(far)[..., None], 0.5 * naive, naive)
+    assert float(p.terms(moved, data)["style"]) == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(InputError, match="style_object"):
+        dataclasses.replace(cfg, style_object=1.5)
+    # in the solve: a stack of two jobs equals the two single runs
+    tiny = TINY.replace(stage2=dataclasses.replace(TINY.stage2, style_object=0.5))
+    job2 = place(case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+                 center=(17, 16), canvas=32, source_size=18)  # fmt: skip
+    singles = [run_stages(tiny, vgg, j.target, j.source, j.mask) for j in (job, job2)]
+    stack = run_stages(
+        tiny, vgg,
+        np.stack([job.target, job2.target]), np.stack([job.source, job2.source]),
+        np.stack([job.mask, job2.mask]), seed=np.array([0, 0]), batched=True,
+    )  # fmt: skip
+    plain = run_stages(TINY, vgg, job.target, job.source, job.mask)
+    assert not np.allclose(np.asarray(plain["image"]), np.asarray(singles[0]["image"]))
+    for i, one in enumerate(singles):
+        np.testing.assert_allclose(
+            np.asarray(stack["image"][i]), np.asarray(one["image"]), rtol=1e-3, atol=0.05
+        )

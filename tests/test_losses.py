@@ -203,3 +203,54 @@ def test_weighted_gradient_loss(rng):
         float(losses.gradient_loss(blend, guide)),
         rtol=1e-6,
     )
+
+
+def np_patch_match(ref, tgt):
+    """Brute-force 3 x 3 cosine patch matching (edge-replicated), loops in NumPy."""
+    def patches(f):
+        h, w, c = f.shape
+        p = np.pad(f, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        out = np.stack([p[i : i + h, j : j + w] for i in range(3) for j in range(3)], 2)
+        out = out.reshape(h * w, -1)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    r, t = patches(ref), patches(tgt)
+    return np.array([int(np.argmax([float(a @ b) for b in t])) for a in r])
+
+
+def test_match_positions_matches_brute_force(rng):
+    tgt = rng.normal(size=(6, 7, 5)).astype(np.float32)
+    # the reference: the target's rows flipped plus noise, so the answer is not the identity
+    ref = (tgt[::-1] + 0.05 * rng.normal(size=tgt.shape)).astype(np.float32)
+    got = np.asarray(jax.jit(losses.match_positions)(ref, tgt))
+    np.testing.assert_array_equal(got, np_patch_match(ref, tgt))
+    assert (got != np.arange(42)).any()
+    same = np.asarray(losses.match_positions(tgt, tgt))
+    np.testing.assert_array_equal(same, np.arange(42))  # a patch is its own best match
+
+
+def test_matched_features_maps_coarse_cells_to_fine_positions(rng):
+    fine = rng.normal(size=(8, 6, 2)).astype(np.float32)  # 2x the coarse 4 x 3 grid
+    match = rng.integers(0, 12, size=12)
+    got = np.asarray(losses.matched_features(fine, match, (4, 3)))
+    for i in range(8):
+        for j in range(6):
+            ci, cj = divmod(int(match[(i // 2) * 3 + j // 2]), 3)
+            np.testing.assert_array_equal(got[i, j], fine[ci * 2 + i % 2, cj * 2 + j % 2])
+
+
+def test_masked_gram_and_object_style_loss(rng):
+    f = rng.normal(size=(5, 4, 3)).astype(np.float32)
+    w = (rng.uniform(size=(5, 4)) > 0.5).astype(np.float32)
+    rows = f.reshape(-1, 3)[w.ravel() > 0]
+    want = rows.T @ rows / (len(rows) * 3)
+    np.testing.assert_allclose(losses.masked_gram(f, w), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses.masked_gram(f, np.ones((5, 4))), losses.gram(f), rtol=1e-6)
+    g = {"a": losses.masked_gram(f, w)}
+    assert float(losses.object_style_loss({"a": f}, g, {"a": w}, weights={"a": 1.0})) < 1e-12
+    # only the covered positions count: changing the others leaves the loss at zero
+    f2 = np.where(w[..., None] > 0, f, 10.0 * f)
+    assert float(losses.object_style_loss({"a": f2}, g, {"a": w}, weights={"a": 1.0})) < 1e-12
+    f3 = np.where(w[..., None] > 0, 2.0 * f, f)
+    loss = float(losses.object_style_loss({"a": f3}, g, {"a": w}, weights={"a": 2.0}))
+    np.testing.assert_allclose(loss, 2.0 * np.mean((4.0 * want - want) ** 2), rtol=1e-5)
