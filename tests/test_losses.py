@@ -207,6 +207,7 @@ def test_weighted_gradient_loss(rng):
 
 def np_patch_match(ref, tgt):
     """Brute-force 3 x 3 cosine patch matching (edge-replicated), loops in NumPy."""
+
     def patches(f):
         h, w, c = f.shape
         p = np.pad(f, ((1, 1), (1, 1), (0, 0)), mode="edge")
