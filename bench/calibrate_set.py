@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             ref = naive if content == "source" else jnp.asarray(stage1)
             img, n, *_ = _run_stage(
                 "stage2", st2, cfg, vgg_spec(vgg, cfg.precision), vgg.params,
-                jnp.asarray(stage1), t, m, s, ref, masked=content == "source",
+                jnp.asarray(stage1), t, m, s, ref, masked=content != "stage1",
                 batched=False, progress=None, frames=None,
             )  # fmt: skip
             img = np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8)

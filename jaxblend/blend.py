@@ -283,12 +283,11 @@ def run_stages(
     out["losses"]["stage1"] = {k: (l0[k], l1[k]) for k in TERMS}
     if config.stage2_enabled:
         t = time.perf_counter()
-        by_source = config.stage2_content == "source"
-        ref2 = naive if by_source else img
+        ref2 = naive if config.stage2_content == "source" else img
         img2, n, l0, l1, ok2 = _run_stage(
             "stage2", config.stage2, config, spec, vgg.params, img, target, mask, source, ref2,
-            masked=by_source, batched=batched, progress=progress, frames=frames,
-            limit=limit,
+            masked=config.stage2_content != "stage1", batched=batched, progress=progress,
+            frames=frames, limit=limit,
         )  # fmt: skip
         img2.block_until_ready()
         out["seconds"]["stage2"] = time.perf_counter() - t

@@ -25,6 +25,7 @@ CONTENT_LAYERS: LayerWeights = (("relu2_2", 1.0),)
 HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 
 INITS = ("noise", "paste", "poisson")
+STAGE2_CONTENTS = ("stage1", "object", "source")
 SOLVERS = ("jaxopt", "optax", "lbfgs")
 OPERATORS = ("laplacian", "gradient")
 REGIONS = ("mask", "image")
@@ -189,10 +190,11 @@ class BlendConfig:
       scales: coarse-to-fine stage 1: canvas scales in (0, 1] ending with 1.0, e.g.
         ``(0.5, 1.0)``; each solve's result, upsampled, starts the next; the stage's
         budget is shared equally.
-      stage2_content: the content the style refinement keeps: ``"source"`` (the object as
-        pasted, inside the mask, as stage 1's Eq. 7 — the default: at the same style it
-        keeps the object much better, see README) or ``"stage1"`` (the whole stage-1
-        blend, the paper's Eq. 9).
+      stage2_content: the content the style refinement keeps: ``"stage1"`` (the whole
+        stage-1 blend, the paper's Eq. 9; the default), ``"object"`` (the stage-1 blend
+        inside the mask only: the scene around the object is held by nothing but the seam
+        band and the style term, as in the authors' code, whose Eq. 9 term is zero) or
+        ``"source"`` (the object as pasted, inside the mask, as stage 1's Eq. 7).
       network: the VGG :func:`jaxblend.load_vgg` loads when no model is passed
         (``"vgg16"``, the shipped one; ``"vgg19"``, ``"vgg16-torchvision"`` and
         ``"vgg16-authors"`` come with ``jaxblend weights fetch``).
@@ -242,7 +244,7 @@ class BlendConfig:
             ("init", self.init, INITS),
             ("solver", self.solver, SOLVERS),
             ("precision", self.precision, PRECISIONS),
-            ("stage2_content", self.stage2_content, ("source", "stage1")),
+            ("stage2_content", self.stage2_content, STAGE2_CONTENTS),
             ("stage1.operator", self.stage1.operator, OPERATORS),
             ("stage2.operator", self.stage2.operator, OPERATORS),
             ("stage1.region", self.stage1.region, REGIONS),

@@ -335,3 +335,24 @@ def test_object_style_term_is_one_at_the_naive_paste_and_batches(case1, vgg, job
         np.testing.assert_allclose(
             np.asarray(stack["image"][i]), np.asarray(one["image"]), rtol=1e-3, atol=0.05
         )
+
+
+def test_stage2_content_object_keeps_the_object_only(vgg, job):
+    """stage2_content="object": the stage-1 blend's content inside the mask only, so the
+    scene is held by the seam band and style alone; "stage1" holds the whole canvas."""
+    import dataclasses
+
+    s2 = dataclasses.replace(TINY.stage2, region="image", content=1.0, normalize=True)
+    runs = {
+        c: run_stages(TINY.replace(stage2=s2, stage2_content=c), vgg, job.target, job.source,
+                      job.mask)
+        for c in ("stage1", "object")
+    }  # fmt: skip
+    outside = np.asarray(job.mask) == 0
+    moved = {
+        c: float(np.abs(np.asarray(r["image"]) - np.asarray(r["stage1"]))[outside].mean())
+        for c, r in runs.items()
+    }
+    assert moved["object"] > moved["stage1"]
+    with pytest.raises(InputError, match="stage2_content"):
+        TINY.replace(stage2_content="scene")
