@@ -193,7 +193,8 @@ def run_set(cases, config, canvas: int, tag: str, out_dir: Path, vgg=None) -> di
     from jaxblend.poisson import blend_job as poisson_job
     from jaxblend.vgg import load_vgg
 
-    vgg = vgg or load_vgg()
+    vgg = vgg or load_vgg(config.network)  # the network the configuration names
+    ref_vgg = vgg if config.network == "vgg16" else load_vgg("vgg16")  # style_gap's network
     date = dt.date.today().isoformat()
     info = hardware.device_info()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +209,7 @@ def run_set(cases, config, canvas: int, tag: str, out_dir: Path, vgg=None) -> di
         images.update(stage1=r.stage1, final=r.image)
         images.update(devset.authors(case, canvas))
         ind = metrics.Scorer(job.source, job.target, job.mask)
-        vs = Scorer(job, vgg)
+        vs = Scorer(job, ref_vgg)
         rows = {}
         for n in ROWS:
             if n in images:
