@@ -173,10 +173,11 @@ def _run_stage(
     done = np.atleast_1d(np.asarray(evaluations(config.solver, carry)))
     active = np.ones_like(done, bool)
     while True:
-        # Each call runs until the least advanced job still going has spent `chunk` more
-        # evaluations; finished jobs of a stack stay frozen inside the compiled loop.
-        until = jnp.int32(min(int(done[active].min()) + config.chunk, budget))
-        carry = p.advance(carry, data, until)
+        # Each job runs `chunk` more evaluations of its own (so where it stops does not
+        # depend on its stack mates); finished jobs of a stack stay frozen inside the
+        # compiled loop.
+        until = np.where(active, np.minimum(done + config.chunk, budget), done).astype(np.int32)
+        carry = p.advance(carry, data, jnp.asarray(until if batched else until[0]))
         now = np.atleast_1d(np.asarray(evaluations(config.solver, carry)))
         finite = np.atleast_1d(np.isfinite(np.asarray(carry.best_value)))
         halted = np.atleast_1d(np.asarray(stopped(config.solver, carry)))
@@ -193,6 +194,9 @@ def _run_stage(
         if frames is not None:
             frames.append(to_uint8(stage_image(cfg, carry.best_x, target, mask)))
         active = (now < budget) & finite & ~halted & (now > done)
+        if cfg.style_stop and active.any():  # one VGG forward pass per chunk
+            styled = np.atleast_1d(np.asarray(p.terms(carry.best_x, data)["style"]))
+            active &= styled > cfg.style_stop * cfg.style
         done = now
         if not active.any():
             break

@@ -68,6 +68,11 @@ class StageConfig:
         painterly harmonisation (2018). So dark parts of the object take the texture of
         the scene's dark parts instead of being pulled to the scene's average. Computed
         once per job; no extra VGG pass per evaluation. Not in the paper.
+      style_stop: when positive, a job's stage ends as soon as its style term (normalised:
+        the naive paste is 1.0) is at most ``style_stop``, checked every ``chunk``
+        evaluations; ``steps`` stays the cap. Jobs whose style falls fast are then not
+        stylised further than the rest: the same degree of style on every target instead
+        of the same number of steps. Needs ``normalize``. Not in the paper.
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
         rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
@@ -90,6 +95,7 @@ class StageConfig:
     region: str = "mask"
     smooth: float = 0.0
     style_object: float = 0.0
+    style_stop: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range"):
@@ -111,6 +117,12 @@ class StageConfig:
         validate.integer(self.band, "band", 0, validate.MAX_SIDE)
         validate.number(self.smooth, "smooth", 0.0, 1000.0)
         validate.number(self.style_object, "style_object", 0.0, 1.0)
+        validate.number(self.style_stop, "style_stop", 0.0, 1.0)
+        if self.style_stop and not (self.normalize and self.style):
+            raise InputError(
+                "style_stop needs normalize=True and a style weight above 0 (it compares the "
+                "normalised style term with the naive paste's 1.0)"
+            )
 
     def layers(self) -> tuple[str, ...]:
         """The VGG layers this stage's active terms read (sorted, no repeats)."""

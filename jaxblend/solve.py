@@ -330,6 +330,6 @@ def programs(
         d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
-        adv = jax.vmap(adv, in_axes=(0, d_axes, None))
+        adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job
         terms = jax.vmap(lambda x, d, f=terms: f(x, d), in_axes=(0, d_axes))
     return Programs(jax.jit(prep), jax.jit(st), jax.jit(adv), jax.jit(terms))

@@ -356,3 +356,39 @@ def test_stage2_content_object_keeps_the_object_only(vgg, job):
     assert moved["object"] > moved["stage1"]
     with pytest.raises(InputError, match="stage2_content"):
         TINY.replace(stage2_content="scene")
+
+
+def test_style_stop_ends_a_job_where_its_style_is_reached(vgg, job, case1):
+    """style_stop: a stage ends for a job once its normalised style term is at most the
+    threshold (checked per chunk); in a stack each job stops where it would alone."""
+    import dataclasses
+
+    s2 = dataclasses.replace(
+        TINY.stage2, normalize=True, style=1.0, content=0.1, steps=60, style_layers=SHALLOW
+    )
+    base = TINY.replace(stage2=s2, chunk=4)
+    full = run_stages(base, vgg, job.target, job.source, job.mask)
+    end = float(full["losses"]["stage2"]["style"][1])
+    # a threshold the full run passes on its way: the stopped run spends less and ends
+    # at or below it, while the full run goes further
+    stop = base.replace(stage2=dataclasses.replace(s2, style_stop=0.5 + 0.5 * end))
+    r = run_stages(stop, vgg, job.target, job.source, job.mask)
+    assert r["evaluations"]["stage2"] < full["evaluations"]["stage2"]
+    assert float(r["losses"]["stage2"]["style"][1]) <= 0.5 + 0.5 * end
+    job2 = place(case1 / "source.png", case1 / "target.png", case1 / "mask.png",
+                 center=(17, 16), canvas=32, source_size=18)  # fmt: skip
+    single2 = run_stages(stop, vgg, job2.target, job2.source, job2.mask)
+    stack = run_stages(
+        stop, vgg,
+        np.stack([job.target, job2.target]), np.stack([job.source, job2.source]),
+        np.stack([job.mask, job2.mask]), seed=np.array([0, 0]), batched=True,
+    )  # fmt: skip
+    for i, one in enumerate((r, single2)):
+        assert int(np.asarray(stack["evaluations"]["stage2"])[i]) == int(
+            np.asarray(one["evaluations"]["stage2"])
+        )
+        np.testing.assert_allclose(
+            np.asarray(stack["image"][i]), np.asarray(one["image"]), rtol=1e-3, atol=0.05
+        )
+    with pytest.raises(InputError, match="style_stop needs normalize"):
+        dataclasses.replace(s2, normalize=False, style_stop=0.1)
