@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         naive = composite(s, t, m)
         for i, v in enumerate(variants):
             v = {**base, **v}
-            content = v.pop("stage2_content", "source")
+            content = v.pop("stage2_content", cfg0.stage2_content)
             steps = a.steps2 or v.pop("steps", cfg0.stage2.steps)
             v.pop("steps", None)
             for k in ("content_layers", "style_layers", "hist_layers"):

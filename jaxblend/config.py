@@ -202,10 +202,11 @@ class BlendConfig:
       scales: coarse-to-fine stage 1: canvas scales in (0, 1] ending with 1.0, e.g.
         ``(0.5, 1.0)``; each solve's result, upsampled, starts the next; the stage's
         budget is shared equally.
-      stage2_content: the content the style refinement keeps: ``"stage1"`` (the whole
-        stage-1 blend, the paper's Eq. 9; the default), ``"object"`` (the stage-1 blend
-        inside the mask only: the scene around the object is held by nothing but the seam
-        band and the style term, as in the authors' code, whose Eq. 9 term is zero) or
+      stage2_content: the content the style refinement keeps: ``"object"`` (the
+        stage-1 blend inside the mask only, the default: the scene around the object is
+        held by nothing but the seam band and the style term, as in the authors' code,
+        whose Eq. 9 term is zero, so the scene can take up some of the style difference),
+        ``"stage1"`` (the whole stage-1 blend, the paper's Eq. 9) or
         ``"source"`` (the object as pasted, inside the mask, as stage 1's Eq. 7).
       network: the VGG :func:`jaxblend.load_vgg` loads when no model is passed
         (``"vgg16"``, the shipped one; ``"vgg19"``, ``"vgg16-torchvision"`` and
@@ -226,7 +227,7 @@ class BlendConfig:
     history: int = 10
     chunk: int = 10
     scales: tuple[float, ...] = field(default=(1.0,))
-    stage2_content: str = "stage1"
+    stage2_content: str = "object"
     network: str = "vgg16"
     style_strength: float = 1.0
 

@@ -49,7 +49,7 @@ _V01_STAGE2 = StageConfig(
 
 PRESETS: dict[str, BlendConfig] = {
     "default": BlendConfig(),
-    "v0.1": BlendConfig(stage1=_V01_STAGE1, stage2=_V01_STAGE2),
+    "v0.1": BlendConfig(stage1=_V01_STAGE1, stage2=_V01_STAGE2, stage2_content="source"),
     "paper": BlendConfig(
         stage1=_V01_STAGE1, stage2=_V01_STAGE2, init="noise", stage2_content="stage1"
     ),
