@@ -270,6 +270,41 @@ def summary(results: dict) -> list[str]:
     return out
 
 
+AGREEMENT = ("style", "ghosting", "outline", "seam", "fidelity", "style_gap", "content_gap")
+
+
+def agreement(results: dict, within: float = 0.15) -> list[str]:
+    """Per case and stage, how far each figure of ours lies from the same figure of the
+    authors' published output: ``|ours − theirs| / theirs`` (✓ within ``within``). The
+    check of a reproduction (the ``authors`` preset), shown for every run."""
+    rows = []
+    for name, c in results["cases"].items():
+        f = c["figures"]
+        for ours, theirs, label in (
+            ("stage1", "authors_stage1", "stage 1"),
+            ("final", "authors_final", "final"),
+        ):
+            if theirs not in f:
+                continue
+            cells = []
+            for k in AGREEMENT:
+                a, b = f[ours][k], f[theirs][k]
+                rel = abs(a - b) / max(abs(b), 1e-12)
+                cells.append(f"{a:.3g} / {b:.3g} ({rel:.0%} {'✓' if rel <= within else '✗'})")
+            rows.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        f"Agreement with the authors' published outputs: ours / theirs (relative difference; "
+        f"✓ within {within:.0%}).",
+        "",
+        "| case | stage | " + " | ".join(AGREEMENT) + " |",
+        "|---|---|" + "---|" * len(AGREEMENT),
+        *rows,
+        "",
+    ]
+
+
 def write_report(results: dict, tag: str, out_dir: Path, command: str) -> Path:
     info = results["device"]
     md = [
@@ -287,7 +322,7 @@ def write_report(results: dict, tag: str, out_dir: Path, command: str) -> Path:
         "best). style_gap / content_gap: the older VGG16 figures (the blend's own network).",
         "",
     ]
-    md += summary(results) + [""]
+    md += summary(results) + [""] + agreement(results)
     for name, c in results["cases"].items():
         ev = c["evaluations"]
         md += [

@@ -13,6 +13,8 @@ the section takes. Sections are per platform, so a GPU run does not replace the 
 * ``batch`` / ``batch-gpu``: ``bench/batch.py`` (``batch-cpu-*`` / ``batch-gpu-*``);
 * ``cache``: ``bench/compile_cache.py`` (``compile-cache-cpu-*``);
 * ``warmup``: ``bench/compile_cache.py --name compile-warmup`` (``compile-warmup-cpu-*``);
+* ``quality`` / ``quality-authors``: ``bench/quality.py`` (``--tag default`` /
+  ``--preset authors --tag authors``);
 * ``pipeline`` / ``pipeline-gpu``: ``bench/pipeline.py`` (``pipeline-cpu-*`` /
   ``pipeline-gpu-*``).
 
@@ -43,6 +45,7 @@ SECTIONS: dict[str, Callable[[str], bool]] = {
     "pipeline": lambda n: n.startswith("pipeline-cpu-"),
     "pipeline-gpu": lambda n: n.startswith("pipeline-gpu-"),
     "quality": lambda n: n.startswith("quality-default-"),
+    "quality-authors": lambda n: n.startswith("quality-authors-"),
     "eval-cost": lambda n: n.startswith("eval-cost-cpu-"),
 }
 
