@@ -793,7 +793,7 @@ def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
     p = programs(cfg.stage1, spec, True, cfg.solver, cfg.history, True)
     data = jax.eval_shape(p.prepare, vgg.params, img, msk, img, img)
     carry = jax.eval_shape(p.start, img, data)
-    until = jax.ShapeDtypeStruct((), np.int32)
+    until = jax.ShapeDtypeStruct((1,), np.int32)  # a budget per job of the stack
     # XLA drops the parameters the objective never reads (convolutions past the deepest
     # layer used); subtract only those it keeps, which a stack of any size shares.
     layers = cfg.stage1.layers()
