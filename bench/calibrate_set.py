@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from jaxblend import BlendConfig, metrics
-    from jaxblend.blend import _run_stage, blend_job, vgg_spec
+    from jaxblend.blend import _run_stage, blend_job, stage2_reference, vgg_spec
     from jaxblend.io import save_image
     from jaxblend.solve import composite
     from jaxblend.vgg import load_vgg
@@ -89,10 +89,10 @@ def main(argv=None) -> int:
             st2 = dataclasses.replace(cfg0.stage2, steps=steps, **v)
             cfg = cfg0.replace(stage2=st2, stage2_content=content)
             t0 = time.perf_counter()
-            ref = naive if content == "source" else jnp.asarray(stage1)
+            ref, masked = stage2_reference(cfg, naive, jnp.asarray(stage1))
             img, n, *_ = _run_stage(
                 "stage2", st2, cfg, vgg_spec(vgg, cfg.precision), vgg.params,
-                jnp.asarray(stage1), t, m, s, ref, masked=content != "stage1",
+                jnp.asarray(stage1), t, m, s, ref, masked=masked,
                 batched=False, progress=None, frames=None,
             )  # fmt: skip
             img = np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8)

@@ -215,6 +215,14 @@ def _run_stage(
     return stage_image(cfg, x, target, mask), done, t0, t1, ok
 
 
+def stage2_reference(config: BlendConfig, naive: Any, stage1: Any) -> tuple[Any, bool]:
+    """Stage 2's content reference and whether its content term is masked, by
+    ``config.stage2_content``: the naive paste in the mask (``"source"``), the stage-1
+    blend in the mask (``"object"``) or on the whole canvas (``"stage1"``)."""
+    ref = naive if config.stage2_content == "source" else stage1
+    return ref, config.stage2_content != "stage1"
+
+
 def run_stages(
     config: BlendConfig,
     vgg: Any,
@@ -287,11 +295,10 @@ def run_stages(
     out["losses"]["stage1"] = {k: (l0[k], l1[k]) for k in TERMS}
     if config.stage2_enabled:
         t = time.perf_counter()
-        ref2 = naive if config.stage2_content == "source" else img
+        ref2, masked2 = stage2_reference(config, naive, img)
         img2, n, l0, l1, ok2 = _run_stage(
             "stage2", config.stage2, config, spec, vgg.params, img, target, mask, source, ref2,
-            masked=config.stage2_content != "stage1", batched=batched, progress=progress,
-            frames=frames, limit=limit,
+            masked=masked2, batched=batched, progress=progress, frames=frames, limit=limit,
         )  # fmt: skip
         img2.block_until_ready()
         out["seconds"]["stage2"] = time.perf_counter() - t

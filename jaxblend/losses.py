@@ -201,18 +201,28 @@ def gram(feature: ArrayLike) -> jax.Array:
 
 
 def style_loss(
-    features: Features, target_grams: Mapping[str, jax.Array], *, weights: Mapping[str, float]
+    features: Features,
+    target_grams: Mapping[str, jax.Array],
+    mask: ArrayLike | None = None,
+    *,
+    weights: Mapping[str, float],
 ) -> jax.Array:
-    """Gram style loss (Eq. 8/10): ``Σ_l β_l · mean((G_l[I] − G_l[I_T])²)``.
+    """Gram style loss (Eq. 8/10): ``Σ_l β_l · mean((G_l[I] − G_l^*)²)``.
 
     Args:
       features: layer name → ``h x w x c`` features of the blend.
-      target_grams: layer name → the target's Gram matrix (computed once per job).
+      target_grams: layer name → the Gram matrix to reach, ``G_l^*`` (computed once per
+        job): the target's, or with ``mask`` that of the matched target features
+        (:func:`matched_features`).
+      mask: ``H x W`` canvas mask: compare the :func:`masked_gram` of the positions under
+        the mask pooled to each layer (the object's own style) instead of the whole map's.
       weights: layer name → ``β_l``.
     """
     total = jnp.float32(0)
     for name, b in weights.items():
-        total = total + b * jnp.mean((gram(features[name]) - target_grams[name]) ** 2)
+        f = features[name]
+        g = gram(f) if mask is None else masked_gram(f, resize_mask(mask, f.shape[:2]))
+        total = total + b * jnp.mean((g - target_grams[name]) ** 2)
     return total
 
 
@@ -264,26 +274,6 @@ def matched_features(target: ArrayLike, match: ArrayLike, coarse: tuple[int, int
     ti = jnp.clip((cell // w) * k + i % k, 0, hh - 1)
     tj = jnp.clip((cell % w) * k + j % k, 0, ww - 1)
     return t[ti, tj]
-
-
-def object_style_loss(
-    features: Features,
-    object_grams: Mapping[str, jax.Array],
-    weight: Mapping[str, jax.Array],
-    *,
-    weights: Mapping[str, float],
-) -> jax.Array:
-    """Style of the object region: ``Σ_l β_l · mean((G_l^M[I] − G_l^*)²)``.
-
-    ``G_l^M`` is :func:`masked_gram` of the blend's features under the mask pooled to layer
-    ``l`` (``weight[l]``) and ``G_l^*`` the same Gram of the matched target features
-    (:func:`matched_features`), computed once per job.
-    """
-    total = jnp.float32(0)
-    for name, b in weights.items():
-        g = masked_gram(features[name], weight[name])
-        total = total + b * jnp.mean((g - object_grams[name]) ** 2)
-    return total
 
 
 def sorted_channels(feature: ArrayLike) -> jax.Array:

@@ -62,7 +62,6 @@ class StageData(NamedTuple):
     scale: dict  # per-job term scales ({} unless cfg.normalize): see StageConfig.normalize
     band: jax.Array  # H x W weights of the gradient term (ones unless cfg.band)
     object_grams: dict  # layer -> Gram of the matched target features ({} unless style_object)
-    object_weight: dict  # layer -> the mask pooled to the layer ({} unless style_object)
 
 
 class Carry(NamedTuple):
@@ -134,7 +133,6 @@ def prepare(
     grams = {n: losses.gram(tf[n]) for n in s_layers}
     srt = {n: losses.sorted_channels(tf[n]) for n in h_layers}
     o_grams: dict = {}
-    o_weight: dict = {}
     if s_layers and cfg.style_object:
         # The object's own style target (Luan et al. 2018): match the reference's object
         # positions to the target's at the deepest style layer, once per job.
@@ -143,9 +141,8 @@ def prepare(
         match = losses.match_positions(rf[deepest], tf[deepest])
         coarse = tf[deepest].shape[:2]
         for n in s_layers:
-            o_weight[n] = losses.resize_mask(mask, tf[n].shape[:2])
             picked = losses.matched_features(tf[n], match, coarse)
-            o_grams[n] = losses.masked_gram(picked, o_weight[n])
+            o_grams[n] = losses.masked_gram(picked, losses.resize_mask(mask, picked.shape[:2]))
     if cfg.band:
         band = losses.boundary_band(mask, cfg.band)
     else:
@@ -167,9 +164,7 @@ def prepare(
         }
         if o_grams:
             scale["style_object"] = {
-                n: jnp.maximum(
-                    jnp.mean((losses.masked_gram(nf[n], o_weight[n]) - o_grams[n]) ** 2), tiny
-                )
+                n: jnp.maximum(losses.style_loss(nf, o_grams, mask, weights={n: 1.0}), tiny)
                 for n in s_layers
             }
         m = mask if masked else None
@@ -177,7 +172,7 @@ def prepare(
             n: jnp.maximum(losses.content_loss(tf, ref, m, weights={n: 1.0}), tiny)
             for n in c_layers
         }
-    return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams, o_weight)
+    return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams)
 
 
 def loss_terms(
@@ -211,9 +206,7 @@ def loss_terms(
         if a > 0:
             so = sc.get("style_object") if sc else None
             ow = {n: (b / (s_sum * so[n]) if so else b) for n, b in cfg.style_layers}
-            style = style + a * losses.object_style_loss(
-                feats, data.object_grams, data.object_weight, weights=ow
-            )
+            style = style + a * losses.style_loss(feats, data.object_grams, data.mask, weights=ow)
         out["style"] = cfg.style * style
     if cfg.hist:
         out["hist"] = cfg.hist * losses.histogram_loss(
@@ -327,7 +320,7 @@ def programs(
     adv = functools.partial(advance, cfg, spec, masked, kind, history)
     terms = functools.partial(loss_terms, cfg, spec, masked=masked)
     if batched:
-        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job

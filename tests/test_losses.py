@@ -248,10 +248,10 @@ def test_masked_gram_and_object_style_loss(rng):
     np.testing.assert_allclose(losses.masked_gram(f, w), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(losses.masked_gram(f, np.ones((5, 4))), losses.gram(f), rtol=1e-6)
     g = {"a": losses.masked_gram(f, w)}
-    assert float(losses.object_style_loss({"a": f}, g, {"a": w}, weights={"a": 1.0})) < 1e-12
+    assert float(losses.style_loss({"a": f}, g, w, weights={"a": 1.0})) < 1e-12
     # only the covered positions count: changing the others leaves the loss at zero
     f2 = np.where(w[..., None] > 0, f, 10.0 * f)
-    assert float(losses.object_style_loss({"a": f2}, g, {"a": w}, weights={"a": 1.0})) < 1e-12
+    assert float(losses.style_loss({"a": f2}, g, w, weights={"a": 1.0})) < 1e-12
     f3 = np.where(w[..., None] > 0, 2.0 * f, f)
-    loss = float(losses.object_style_loss({"a": f3}, g, {"a": w}, weights={"a": 2.0}))
+    loss = float(losses.style_loss({"a": f3}, g, w, weights={"a": 2.0}))
     np.testing.assert_allclose(loss, 2.0 * np.mean((4.0 * want - want) ** 2), rtol=1e-5)
