@@ -112,7 +112,8 @@ def _platform(x: Any) -> str:
 def initial_image(
     init: str, target: jax.Array, source: jax.Array, mask: jax.Array, seed: int | jax.Array
 ) -> jax.Array:
-    """Stage-1 start: ``noise`` (the paper), ``paste`` (the source) or ``poisson``.
+    """Stage-1 start: ``noise`` (the paper), ``randn`` (the authors' code: standard
+    normal values, nearly black), ``paste`` (the source) or ``poisson``.
 
     Works on one job (``H x W x 3``) or a stack (``N x H x W x 3``, seeds ``N``).
     """
@@ -122,12 +123,16 @@ def initial_image(
         from jaxblend.poisson import poisson_solve
 
         return poisson_solve(target, source, mask, mode="normal")  # a stack: one loop
-    if init == "noise":
+    if init in ("noise", "randn"):
         seeds = jnp.atleast_1d(jnp.asarray(seed, jnp.uint32))
         shape = target.shape[-3:]
+        # "noise": grey noise spanning the range; "randn": standard normal values on the
+        # 0-255 scale, a nearly black start, as the authors' torch.randn.
+        mean, std = (128.0, 64.0) if init == "noise" else (0.0, 1.0)
 
         def one(s):
-            return jnp.clip(128.0 + 64.0 * jax.random.normal(jax.random.PRNGKey(s), shape), 0, 255)
+            x = mean + std * jax.random.normal(jax.random.PRNGKey(s), shape)
+            return jnp.clip(x, 0, 255) if init == "noise" else x
 
         x = jax.vmap(one)(seeds)
         return x if target.ndim == 4 else x[0]

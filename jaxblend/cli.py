@@ -49,7 +49,7 @@ OUT_DIR/results.jsonl and the others go on. Fields:
   canvas          long side of the canvas (default 512, or --config's)
   source_size     long side of the resized source (default: the source's own size)
   steps           evaluations: N, or "N1,N2" / [N1, N2] for stage 1 and stage 2
-  init            stage-1 start: noise, paste or poisson (default poisson)
+  init            stage-1 start: noise, randn, paste or poisson (default poisson)
   seed            seed of the noise start (default 0)
   mask_threshold  a pixel is inside when its mask value (0-255) exceeds this (default 0)
 
@@ -311,7 +311,8 @@ def _parser() -> argparse.ArgumentParser:
         "--init",
         choices=INITS,
         default=DEFAULTS.init,
-        help="stage-1 start: noise (the paper), the pasted source or the Poisson blend",
+        help="stage-1 start: noise (the paper), randn (the authors' code: nearly black "
+        "noise), the pasted source or the Poisson blend",
     )
     b.add_argument(
         "--solver",

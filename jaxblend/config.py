@@ -24,11 +24,12 @@ STYLE_LAYERS: LayerWeights = (
 CONTENT_LAYERS: LayerWeights = (("relu2_2", 1.0),)
 HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 
-INITS = ("noise", "paste", "poisson")
+INITS = ("noise", "paste", "poisson", "randn")
 STAGE2_CONTENTS = ("stage1", "object", "source")
 SOLVERS = ("jaxopt", "optax", "lbfgs")
 OPERATORS = ("laplacian", "gradient")
 REGIONS = ("mask", "image")
+STYLE_IMAGES = ("blend", "iterate")
 PRECISIONS = ("auto", "float32", "bfloat16", "tf32")
 
 
@@ -73,6 +74,13 @@ class StageConfig:
         evaluations; ``steps`` stays the cap. Jobs whose style falls fast are then not
         stylised further than the rest: the same degree of style on every target instead
         of the same number of steps. Needs ``normalize``. Not in the paper.
+      style_image: the image whose Gram matrices the style term compares with the
+        target's: ``"blend"`` (the composite ``I_B``, as the paper's Eq. 8) or
+        ``"iterate"`` (the optimised canvas ``I_Z`` itself, whose pixels outside the mask
+        the composite discards: what the authors' stage-1 code does, ``vgg(input_img)``).
+        With ``"iterate"`` the whole canvas shares the style term, so the object is
+        stylised much less; it costs a second VGG pass when a content or histogram term
+        is on. Only differs from ``"blend"`` in ``region="mask"`` stages.
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
         rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
@@ -96,6 +104,7 @@ class StageConfig:
     smooth: float = 0.0
     style_object: float = 0.0
     style_stop: float = 0.0
+    style_image: str = "blend"
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range"):
@@ -118,6 +127,15 @@ class StageConfig:
         validate.number(self.smooth, "smooth", 0.0, 1000.0)
         validate.number(self.style_object, "style_object", 0.0, 1.0)
         validate.number(self.style_stop, "style_stop", 0.0, 1.0)
+        if self.style_image not in STYLE_IMAGES:
+            raise InputError(
+                f"style_image must be one of {', '.join(STYLE_IMAGES)}; got {self.style_image!r}"
+            )
+        if self.style_image == "iterate" and self.style_object:
+            raise InputError(
+                "style_object needs style_image='blend' (the object's statistics are those "
+                "of the composite)"
+            )
         if self.style_stop and not (self.normalize and self.style):
             raise InputError(
                 "style_stop needs normalize=True and a style weight above 0 (it compares the "
@@ -184,7 +202,8 @@ class BlendConfig:
       stage1, stage2: per-stage :class:`StageConfig`.
       canvas: long side of the canvas (the target is resized to it, aspect kept).
       source_size: long side of the resized source and mask; ``None`` keeps their size.
-      init: start of stage 1: ``"noise"`` (the paper), ``"paste"`` (source pasted) or
+      init: start of stage 1: ``"noise"`` (the paper), ``"randn"`` (the authors' code:
+        standard normal values on the 0-255 scale), ``"paste"`` (source pasted) or
         ``"poisson"`` (classical Poisson blend).
       solver: ``"lbfgs"`` (ours, :mod:`jaxblend.optim`: one objective evaluation per loop
         step, so ``vmap``-ped stacks cost what one batched pass costs), ``"jaxopt"``

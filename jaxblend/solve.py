@@ -23,6 +23,7 @@ All functions take one job; ``jax.vmap`` batches jobs of one canvas shape
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -180,7 +181,14 @@ def loss_terms(
 ) -> dict:
     """Each weighted loss term of the objective at ``x`` (a dict; sum = objective)."""
     blend = stage_image(cfg, x, data.target, data.mask)
-    feats = _features(spec, data.params, blend, cfg.layers())
+    if cfg.style and cfg.style_image == "iterate" and cfg.region == "mask":
+        # The authors' stage 1: the style term reads the optimised canvas itself.
+        other = dataclasses.replace(cfg, style=0.0).layers()
+        feats = _features(spec, data.params, blend, other)
+        style_feats = _features(spec, data.params, x, tuple(n for n, _ in cfg.style_layers))
+    else:
+        feats = _features(spec, data.params, blend, cfg.layers())
+        style_feats = feats
     zero = jnp.float32(0)
     out = {t: zero for t in TERMS}
     sc = data.scale
@@ -202,7 +210,7 @@ def loss_terms(
         style = jnp.float32(0)
         if a < 1:
             sw = {n: (b / (s_sum * sc["style"][n]) if sc else b) for n, b in cfg.style_layers}
-            style = (1 - a) * losses.style_loss(feats, data.grams, weights=sw)
+            style = (1 - a) * losses.style_loss(style_feats, data.grams, weights=sw)
         if a > 0:
             so = sc.get("style_object") if sc else None
             ow = {n: (b / (s_sum * so[n]) if so else b) for n, b in cfg.style_layers}

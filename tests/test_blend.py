@@ -287,6 +287,47 @@ def test_stage_image_region():
         BlendConfig(stage2=dataclasses.replace(s, region="everything"))
 
 
+def test_style_image_iterate_reads_the_canvas_outside_the_mask(vgg, job):
+    """style_image="iterate" (the authors' stage 1): the style term is the Gram of the
+    iterate itself, so pixels outside the mask, which the composite discards, change it;
+    with "blend" they do not. The other terms read the composite either way."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxblend import losses
+    from jaxblend.solve import VGGSpec, composite, programs
+
+    t, s, m = (jnp.asarray(a) for a in (job.target, job.source, job.mask))
+    params = vgg.params
+    base = dataclasses.replace(BlendConfig().stage1, normalize=False, style=1.0, content=1.0)
+    x = composite(s, t, m)
+    x_out = x + 40.0 * (1 - m)[..., None]  # the same composite, another canvas outside
+    got = {}
+    for image in ("blend", "iterate"):
+        cfg = dataclasses.replace(base, style_image=image)
+        p = programs(cfg, VGGSpec(), True, "lbfgs", 5, False)
+        data = p.prepare(params, t, m, s, x)
+        got[image] = [{k: float(v) for k, v in p.terms(z, data).items()} for z in (x, x_out)]
+    b, it = got["blend"], got["iterate"]
+    assert b[0] == b[1]  # the composite is all the blend's terms see
+    assert it[1]["style"] > 1.5 * it[0]["style"]
+    for k in ("grad", "content", "tv"):
+        assert it[0][k] == pytest.approx(b[0][k], rel=1e-5)
+        assert it[1][k] == pytest.approx(b[1][k], rel=1e-5)
+    # the iterate's style at x is the composite's (x is a composite already), checked
+    # against the Gram computed directly
+    feats = vgg.features(x, [n for n, _ in base.style_layers])
+    tg = vgg.features(t, [n for n, _ in base.style_layers])
+    direct = sum(
+        float(jnp.mean((losses.gram(feats[n]) - losses.gram(tg[n])) ** 2)) * w
+        for n, w in base.style_layers
+    )
+    assert it[0]["style"] == pytest.approx(direct, rel=1e-3)
+    with pytest.raises(jaxblend.InputError, match="style_image"):
+        dataclasses.replace(base, style_image="canvas")
+
+
 def test_object_style_term_is_one_at_the_naive_paste_and_batches(case1, vgg, job):
     """style_object: the object's Gram against its matched target features, normalised to
     1.0 at the naive paste like the whole-image term; a stack equals single runs."""

@@ -20,7 +20,8 @@ def test_authors_preset_holds_their_weights_and_network():
     assert (s2.style, s2.content, s2.tv, s2.steps) == (1e7, 0.0, 1e-6, 1000)
     assert s1.region == "mask" and s2.region == "image"  # they repaint the background
     assert not s1.normalize and not s2.normalize and s1.hist == 0 and s2.hist == 0
-    assert cfg.init == "noise" and cfg.network == "vgg16-authors"
+    assert cfg.init == "randn" and cfg.network == "vgg16-authors"
+    assert s1.style_image == "iterate"  # their stage-1 style reads vgg(input_img)
     assert [n for n, _ in s1.style_layers] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
 
