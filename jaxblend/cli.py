@@ -318,7 +318,8 @@ def _parser() -> argparse.ArgumentParser:
         "--solver",
         choices=SOLVERS,
         default=DEFAULTS.solver,
-        help="L-BFGS implementation: ours, jaxopt.LBFGS or optax.lbfgs",
+        help="L-BFGS implementation: ours, jaxopt.LBFGS, optax.lbfgs, or torch.optim.LBFGS's "
+        "unit steps without a line search (the authors' code)",
     )
     b.add_argument("--no-stage2", action="store_true", help="stop after seamless blending")
     b.add_argument(

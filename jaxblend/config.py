@@ -26,7 +26,7 @@ HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 
 INITS = ("noise", "paste", "poisson", "randn")
 STAGE2_CONTENTS = ("stage1", "object", "source")
-SOLVERS = ("jaxopt", "optax", "lbfgs")
+SOLVERS = ("jaxopt", "optax", "lbfgs", "torch")
 OPERATORS = ("laplacian", "gradient")
 REGIONS = ("mask", "image")
 STYLE_IMAGES = ("blend", "iterate")
@@ -174,14 +174,17 @@ STAGE1 = StageConfig(
 # its seam on a 3-px band across the mask edge. Calibrated at 512² on case1, case2 and
 # case4 with the independent figures (bench/results/calibrate-set.jsonl): the Gaussian
 # preconditioner (smooth=1.5, the earlier default) left objects pale and translucent
-# (case4's horses); 60 evaluations instead of 30 and style 100 reach the authors' style
-# distance on case2 and case4; seam weight 10 on the band keeps the outline below theirs.
+# (case4's horses); style 100 and 50 evaluations reach the authors' style distance on
+# case2 and case4; seam weight 10 on the band keeps the outline below theirs. 50 is the
+# knee of every case's curve (bench/trajectory.py, bench/results/trajectory-c1.jsonl):
+# beyond it the independent style no longer falls while fidelity and the outline worsen
+# (case2's fidelity passes the authors' at 60, case4's outline at 70).
 STAGE2 = StageConfig(
     grad=10.0,
     content=1.0,
     style=100.0,
     range=1.0,
-    steps=60,
+    steps=50,
     normalize=True,
     band=3,
     region="image",
@@ -207,9 +210,11 @@ class BlendConfig:
         ``"poisson"`` (classical Poisson blend).
       solver: ``"lbfgs"`` (ours, :mod:`jaxblend.optim`: one objective evaluation per loop
         step, so ``vmap``-ped stacks cost what one batched pass costs), ``"jaxopt"``
-        (``jaxopt.LBFGS``, zoom line search) or ``"optax"`` (``optax.lbfgs``). The zoom
-        searches nest ``lax.cond`` around evaluations, which ``vmap`` turns into
-        evaluating every branch: fine for one job, many times slower for a stack.
+        (``jaxopt.LBFGS``, zoom line search), ``"optax"`` (``optax.lbfgs``) or
+        ``"torch"`` (``torch.optim.LBFGS`` without a line search, unit steps, as the
+        authors' code runs it; the ``authors`` preset). The zoom searches nest
+        ``lax.cond`` around evaluations, which ``vmap`` turns into evaluating every
+        branch: fine for one job, many times slower for a stack.
       stage2_enabled: run the style-refinement stage.
       seed: seed of the noise initialisation.
       precision: VGG convolutions in ``"float32"`` (true float32:

@@ -1,13 +1,14 @@
-"""L-BFGS behind one small interface: ``jaxopt.LBFGS`` or ``optax.lbfgs``.
+"""L-BFGS behind one small interface: ours, ``jaxopt.LBFGS``, ``optax.lbfgs``, or torch's.
 
-Both are driven the same way: ``init(x, data) -> state`` evaluates the objective once;
-``step(x, state, data) -> (x, state)`` is one L-BFGS iteration with its line search;
-``evaluations(state)`` counts objective evaluations (value and gradient) so far and
-``value(state)`` is the objective at ``x``. The data are passed as arguments, never closed
-over, so one compiled program serves every job of a shape and ``vmap`` batches jobs.
+All are driven the same way: ``init(x, data) -> state`` evaluates the objective once;
+``step(x, state, data) -> (x, state)`` is one L-BFGS iteration with its line search (none
+for ``"torch"``); ``evaluations(state)`` counts objective evaluations (value and gradient)
+so far and ``value(state)`` is the objective at ``x``. The data are passed as arguments,
+never closed over, so one compiled program serves every job of a shape and ``vmap``
+batches jobs.
 
-jaxopt is in maintenance mode (its L-BFGS lives on as ``optax.lbfgs``); keeping the two
-behind this module lets either serve.
+jaxopt is in maintenance mode (its L-BFGS lives on as ``optax.lbfgs``); keeping the
+solvers behind this module lets any serve.
 """
 
 from __future__ import annotations
@@ -112,6 +113,57 @@ class _LbfgsState(NamedTuple):
     failed: jax.Array
 
 
+def _two_loop(
+    st: _LbfgsState, history: int, precondition: Callable[[jax.Array], jax.Array] | None = None
+) -> jax.Array:
+    """``-H ∇f``: the L-BFGS two-loop recursion over the circular memory of ``st`` (empty
+    slots have ``rho = 0`` and drop out), initial inverse Hessian ``γ I`` (or ``γ P``)."""
+    q = st.grad.reshape(-1)
+    order = (st.head - 1 - jnp.arange(history)) % history  # newest first
+
+    def first(i, carry):
+        q, alpha = carry
+        j = order[i]
+        a = st.rho[j] * jnp.dot(st.s[j], q)
+        return q - a * st.y[j], alpha.at[j].set(a)
+
+    q, alpha = jax.lax.fori_loop(0, history, first, (q, jnp.zeros((history,), q.dtype)))
+    if precondition is None:
+        r = st.gamma * q
+    else:
+        r = st.gamma * precondition(q.reshape(st.grad.shape)).reshape(-1)
+
+    def second(i, r):
+        j = order[history - 1 - i]
+        b = st.rho[j] * jnp.dot(st.y[j], r)
+        return r + st.s[j] * (alpha[j] - b)
+
+    r = jax.lax.fori_loop(0, history, second, r)
+    return -r.reshape(st.grad.shape)
+
+
+def _empty_state(v: jax.Array, g: jax.Array, history: int) -> _LbfgsState:
+    n = g.size
+    z = jnp.zeros((history, n), g.dtype)
+    return _LbfgsState(
+        v, g, z, z, jnp.zeros((history,), g.dtype), jnp.int32(0),
+        jnp.asarray(1.0, g.dtype), jnp.int32(1), jnp.bool_(False),
+    )  # fmt: skip
+
+
+def _remember(st: _LbfgsState, s: jax.Array, y: jax.Array, keep: jax.Array) -> dict:
+    """The memory fields of ``st`` with the pair ``(s, y)`` written when ``keep``."""
+    sy = jnp.dot(s, y)
+    j = st.head
+    return dict(
+        s=jnp.where(keep, st.s.at[j].set(s), st.s),
+        y=jnp.where(keep, st.y.at[j].set(y), st.y),
+        rho=jnp.where(keep, st.rho.at[j].set(1.0 / jnp.where(keep, sy, 1.0)), st.rho),
+        head=jnp.where(keep, (j + 1) % st.s.shape[0], j),
+        gamma=jnp.where(keep, sy / jnp.dot(y, y), st.gamma),
+    )
+
+
 def _lbfgs(
     fun: Objective,
     history: int,
@@ -135,36 +187,10 @@ def _lbfgs(
 
     def init(x, data):
         v, g = vg(x, data)
-        n = x.size
-        z = jnp.zeros((history, n), x.dtype)
-        return _LbfgsState(
-            v, g, z, z, jnp.zeros((history,), x.dtype), jnp.int32(0),
-            jnp.asarray(1.0, x.dtype), jnp.int32(1), jnp.bool_(False),
-        )  # fmt: skip
+        return _empty_state(v, g, history)
 
     def direction(st: _LbfgsState) -> jax.Array:
-        q = st.grad.reshape(-1)
-        order = (st.head - 1 - jnp.arange(history)) % history  # newest first
-
-        def first(i, carry):
-            q, alpha = carry
-            j = order[i]
-            a = st.rho[j] * jnp.dot(st.s[j], q)
-            return q - a * st.y[j], alpha.at[j].set(a)
-
-        q, alpha = jax.lax.fori_loop(0, history, first, (q, jnp.zeros((history,), q.dtype)))
-        if precondition is None:
-            r = st.gamma * q
-        else:
-            r = st.gamma * precondition(q.reshape(st.grad.shape)).reshape(-1)
-
-        def second(i, r):
-            j = order[history - 1 - i]
-            b = st.rho[j] * jnp.dot(st.y[j], r)
-            return r + st.s[j] * (alpha[j] - b)
-
-        r = jax.lax.fori_loop(0, history, second, r)
-        return -r.reshape(st.grad.shape)
+        return _two_loop(st, history, precondition)
 
     def step(x, st: _LbfgsState, data):
         d = direction(st)
@@ -191,21 +217,54 @@ def _lbfgs(
         )
         s = (t * d).reshape(-1)
         y = (g - st.grad).reshape(-1)
-        sy = jnp.dot(s, y)
-        keep = ok & (sy > 1e-10 * jnp.dot(y, y))
-        j = st.head
+        keep = ok & (jnp.dot(s, y) > 1e-10 * jnp.dot(y, y))
         new = _LbfgsState(
             value=jnp.where(ok, v, st.value),
             grad=jnp.where(ok, g, st.grad),
-            s=jnp.where(keep, st.s.at[j].set(s), st.s),
-            y=jnp.where(keep, st.y.at[j].set(y), st.y),
-            rho=jnp.where(keep, st.rho.at[j].set(1.0 / jnp.where(keep, sy, 1.0)), st.rho),
-            head=jnp.where(keep, (j + 1) % history, j),
-            gamma=jnp.where(keep, sy / jnp.dot(y, y), st.gamma),
+            **_remember(st, s, y, keep),
             evals=st.evals + n,
             failed=~ok,
         )
         return jnp.where(ok, x + t * d, x), new
+
+    return Solver(init, step, lambda s: s.evals, lambda s: s.value, lambda s: s.failed)
+
+
+def _torch_lbfgs(fun: Objective, history: int) -> Solver:
+    """``torch.optim.LBFGS(lr=1, line_search_fn=None)`` step for step, as the authors' code
+    runs it (``history_size=100`` there): the two-loop direction, then the fixed step
+    ``t = 1`` with no line search (``t = min(1, 1/‖∇f‖₁)`` on the very first step), one
+    objective evaluation per step. A pair is remembered when ``s·y > 1e-10``; the initial
+    inverse Hessian is ``γ = s·y / y·y`` of the newest pair (1 before any). Like torch, the
+    step is taken even when the objective rises; the solver stops (``stopped``) when the
+    direction is no descent direction (``∇f·d > -1e-9``, where torch's step breaks off and
+    makes no further progress). torch's ``max_iter`` only groups steps into ``.step()``
+    calls and does not change the sequence of iterates.
+    """
+    vg = jax.value_and_grad(fun)
+
+    def init(x, data):
+        v, g = vg(x, data)
+        return _empty_state(v, g, history)
+
+    def step(x, st: _LbfgsState, data):
+        d = _two_loop(st, history)
+        first = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(st.grad)))
+        t = jnp.where(st.evals <= 1, first, 1.0).astype(x.dtype)
+        ok = jnp.vdot(st.grad, d) <= -1e-9
+        x_new = x + t * d
+        v, g = vg(x_new, data)
+        s = (t * d).reshape(-1)
+        y = (g - st.grad).reshape(-1)
+        keep = ok & (jnp.dot(s, y) > 1e-10)
+        new = _LbfgsState(
+            value=jnp.where(ok, v, st.value),
+            grad=jnp.where(ok, g, st.grad),
+            **_remember(st, s, y, keep),
+            evals=st.evals + 1,
+            failed=~ok,
+        )
+        return jnp.where(ok, x_new, x), new
 
     return Solver(init, step, lambda s: s.evals, lambda s: s.value, lambda s: s.failed)
 
@@ -234,7 +293,8 @@ def gaussian_smoother(sigma: float) -> Callable[[jax.Array], jax.Array]:
 
 
 def make_solver(kind: str, fun: Objective, *, history: int = 10, smooth: float = 0.0) -> Solver:
-    """L-BFGS over ``fun(x, data)``: ``kind`` is ``"jaxopt"``, ``"optax"`` or ``"lbfgs"``.
+    """L-BFGS over ``fun(x, data)``: ``kind`` is ``"jaxopt"``, ``"optax"``, ``"lbfgs"`` or
+    ``"torch"`` (``torch.optim.LBFGS`` without a line search, as the authors run it).
 
     ``smooth > 0`` (``"lbfgs"`` only) preconditions the search: the two-loop recursion's
     initial inverse Hessian becomes ``γ G_σ`` (a Gaussian blur of ``σ = smooth`` px) instead
@@ -249,4 +309,6 @@ def make_solver(kind: str, fun: Objective, *, history: int = 10, smooth: float =
         return _optax(fun, history)
     if kind == "lbfgs":
         return _lbfgs(fun, history, precondition=gaussian_smoother(smooth) if smooth else None)
-    raise ValueError(f"solver must be 'jaxopt', 'optax' or 'lbfgs', got {kind!r}")
+    if kind == "torch":
+        return _torch_lbfgs(fun, history)
+    raise ValueError(f"solver must be 'jaxopt', 'optax', 'lbfgs' or 'torch', got {kind!r}")

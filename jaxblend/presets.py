@@ -11,9 +11,11 @@
   ``jaxblend weights fetch vgg16-torchvision``), Gram ÷ C·H·W and MSE means (our
   normalisations already), stage 1 grad 1e4, style 1e4, content 1, TV 1e-6, stage 2 style
   1e7, TV 1e-6, their nearly black ``torch.randn`` start (``init="randn"``), 1000
-  evaluations per stage, no histogram term. Their stage-1 style term reads the optimised
-  canvas itself, ``vgg(input_img)``, not the composite (``style_image="iterate"``): the
-  whole canvas shares the style, so the object is stylised far less. Their stage 2
+  evaluations per stage, no histogram term, and their optimiser: ``torch.optim.LBFGS``
+  with unit steps and no line search, memory 100 (``solver="torch"``, ``history=100``).
+  Their stage-1 style term reads the optimised canvas itself, ``vgg(input_img)``, not the
+  composite (``style_image="iterate"``): the whole canvas shares the style, so the object
+  is stylised far less. Their stage 2
   content term has weight 1 but is identically zero (a known bug in their code), so the
   preset's is 0; their stage 2 optimises every pixel (``region="image"``), repainting the
   background too. Their square resizing is :func:`jaxblend.io.place`'s business (resize
@@ -67,6 +69,8 @@ PRESETS: dict[str, BlendConfig] = {
             content_layers=CONTENT_LAYERS, style_layers=_AUTHORS_STYLE,
         ),
         init="randn",
+        solver="torch",
+        history=100,
         stage2_content="stage1",
         network="vgg16-authors",
     ),

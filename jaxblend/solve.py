@@ -299,8 +299,10 @@ def evaluations(kind: str, carry: Carry) -> jax.Array:
 
 
 def stopped(kind: str, carry: Carry) -> jax.Array:
-    """Whether the solver gave up (a line search found no decrease)."""
-    return carry.state.failed if kind == "lbfgs" else jnp.zeros_like(carry.best_value, bool)
+    """Whether the solver gave up (no decrease along a search direction)."""
+    if kind in ("lbfgs", "torch"):
+        return carry.state.failed
+    return jnp.zeros_like(carry.best_value, bool)
 
 
 class Programs(NamedTuple):

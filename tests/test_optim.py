@@ -124,3 +124,56 @@ def test_smoothed_lbfgs_still_minimises_an_image_objective(rng):
     assert float(fun(x, target)) == pytest.approx(float(fun(want, target)), rel=1e-3)
     with pytest.raises(ValueError, match="lbfgs"):
         make_solver("jaxopt", fun, smooth=1.0)
+
+
+def _convex(x, data):
+    q, b = data
+    return 0.5 * x @ q @ x - b @ x + 0.25 * jnp.sum(x**4)
+
+
+def test_torch_solver_follows_torch_lbfgs_step_for_step():
+    """``solver="torch"`` against ``torch.optim.LBFGS(lr=1, line_search_fn=None)`` itself:
+    the same iterates after 25 steps, with the memory full (history 5 < 25, so old pairs
+    are dropped) and the steps spread over several ``.step()`` calls (max_iter 5)."""
+    torch = pytest.importorskip("torch")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        rng = np.random.default_rng(0)
+        u, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+        q = u @ np.diag(np.geomspace(0.1, 30.0, 40)) @ u.T  # ill-conditioned: no early end
+        b = rng.standard_normal(40) * 3
+        x0 = rng.standard_normal(40)
+
+        xt = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+        qt, bt = torch.tensor(q), torch.tensor(b)
+        opt = torch.optim.LBFGS([xt], lr=1, max_iter=5, history_size=5, line_search_fn=None)
+        calls = []
+
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * xt @ qt @ xt - bt @ xt + 0.25 * torch.sum(xt**4)
+            loss.backward()
+            calls.append(1)
+            return loss
+
+        for _ in range(5):  # 5 calls x 5 iterations = 25 steps
+            opt.step(closure)
+
+        solver = make_solver("torch", _convex, history=5)
+        data = (jnp.asarray(q), jnp.asarray(b))
+        x, state = jnp.asarray(x0), solver.init(jnp.asarray(x0), data)
+        step = jax.jit(solver.step)
+        for _ in range(25):
+            x, state = step(x, state, data)
+        np.testing.assert_allclose(np.asarray(x), xt.detach().numpy(), rtol=1e-9, atol=1e-10)
+        assert int(solver.evaluations(state)) == 26 and len(calls) == 25  # +1: the last step's
+        moved = np.abs(np.asarray(x) - x0).max()
+        gn = np.abs(np.asarray(state.grad)).max()
+        assert moved > 0.1 and gn > 1e-4, (moved, gn)  # still far from converged: a real check
+        assert not bool(solver.stopped(state))
+        # Not a line-search solver: the first step is torch's min(1, 1/|g|_1) along -g.
+        g0 = q @ x0 - b + x0**3
+        x1, _ = step(jnp.asarray(x0), solver.init(jnp.asarray(x0), data), data)
+        np.testing.assert_allclose(np.asarray(x1), x0 - min(1.0, 1 / np.abs(g0).sum()) * g0)
+    finally:
+        jax.config.update("jax_enable_x64", False)
