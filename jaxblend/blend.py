@@ -139,6 +139,24 @@ def initial_image(
     raise ValueError(f"unknown init {init!r}")
 
 
+def stage_programs(
+    cfg: StageConfig,
+    config: BlendConfig,
+    spec: VGGSpec,
+    mask: Any,
+    *,
+    masked: bool,
+    batched: bool,
+) -> Programs:
+    """The compiled programs a stage runs with on ``mask`` (one job, or a stack): the
+    exact windowed objective when :func:`jaxblend.window.plan` finds a window well below
+    the canvas (``region="mask"`` stages, ``cfg.window`` on), else the full canvas."""
+    from jaxblend import window
+
+    geom = window.plan(cfg, spec.arch, np.asarray(mask))
+    return programs(cfg, spec, masked, config.solver, config.history, batched, geom)
+
+
 @functools.lru_cache(maxsize=64)
 def _prepare_and_start(p: Programs) -> Callable:
     """One compiled program for a stage's constants, the solver's first evaluation and the
@@ -171,7 +189,7 @@ def _run_stage(
     scale: float = 1.0,
     limit: int | None = None,
 ):
-    p = programs(cfg, spec, masked, config.solver, config.history, batched)
+    p = stage_programs(cfg, config, spec, mask, masked=masked, batched=batched)
     data, carry, t0 = _prepare_and_start(p)(params, x0, target, mask, source, content_ref)
     t0 = {k: np.asarray(v) for k, v in t0.items()}
     budget = int(cfg.steps) if limit is None else min(int(cfg.steps), int(limit))

@@ -84,6 +84,13 @@ class StageConfig:
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
         rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
+      window: in a ``region="mask"`` stage, evaluate the VGG terms on a window around the
+        mask's bounding box (plus the receptive field of the deepest layer used) instead
+        of the whole canvas, combined with the target's features elsewhere: the same
+        objective, value and gradient, to float32 round-off (:mod:`jaxblend.window`).
+        Used automatically when the window is below 60% of the canvas's area and the
+        stage has no histogram term and no ``style_image="iterate"``; ``False`` always
+        evaluates the whole canvas.
     """
 
     grad: float = 0.0
@@ -105,6 +112,7 @@ class StageConfig:
     style_object: float = 0.0
     style_stop: float = 0.0
     style_image: str = "blend"
+    window: bool = True
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range"):
@@ -120,7 +128,7 @@ class StageConfig:
                 raise InputError(f"{name} must be ((layer, weight), ...), got {value!r}")
             for n, w in pairs:
                 validate.number(w, f"{name} weight of {n}", 0.0)
-        for name in ("mixed", "normalize"):
+        for name in ("mixed", "normalize", "window"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         validate.integer(self.band, "band", 0, validate.MAX_SIDE)

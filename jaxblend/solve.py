@@ -13,9 +13,11 @@ once in :func:`prepare`), and ``band`` restricts the gradient term to the mask e
 Everything constant per job — the guidance Laplacian, the source's content features, the
 target's Gram matrices and sorted features — is computed once by :func:`prepare`, outside
 the iteration. One objective evaluation is then one VGG forward and backward pass of the
-blend, the only image that changes. The L-BFGS iterations run inside one compiled
-``lax.while_loop`` (:func:`advance`); the budget is counted in objective evaluations and
-passed as an argument, so progress reports in chunks reuse the same compiled program.
+blend, the only image that changes; in a ``region="mask"`` stage that pass runs on a window
+around the mask's box only, exactly (:mod:`jaxblend.window`, ``StageConfig.window``). The
+L-BFGS iterations run inside one compiled ``lax.while_loop`` (:func:`advance`); the budget
+is counted in objective evaluations and passed as an argument, so progress reports in
+chunks reuse the same compiled program.
 
 All functions take one job; ``jax.vmap`` batches jobs of one canvas shape
 (see :mod:`jaxblend.batch`).
@@ -31,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxblend import losses
+from jaxblend import window as window_mod
 from jaxblend.config import StageConfig
 from jaxblend.optim import make_solver
 from jaxblend.vgg import features as vgg_features
@@ -63,6 +66,7 @@ class StageData(NamedTuple):
     scale: dict  # per-job term scales ({} unless cfg.normalize): see StageConfig.normalize
     band: jax.Array  # H x W weights of the gradient term (ones unless cfg.band)
     object_grams: dict  # layer -> Gram of the matched target features ({} unless style_object)
+    window: Any = None  # window_mod.WindowData: the exact windowed objective (None: full)
 
 
 class Carry(NamedTuple):
@@ -112,6 +116,7 @@ def prepare(
     content_ref: jax.Array,
     *,
     masked: bool = True,
+    window: window_mod.Geometry | None = None,
 ) -> StageData:
     """Compute a stage's constants once per job.
 
@@ -123,13 +128,18 @@ def prepare(
       content_ref: the image whose features the content term keeps (the source for
         stage 1, the stage-1 blend for stage 2).
       masked: whether the content term is masked (Eq. 7) or not (Eq. 9).
+      window: the window of :mod:`jaxblend.window` (static, from
+        :func:`jaxblend.window.plan`): the VGG terms are then evaluated on it, exactly;
+        ``None``: on the whole canvas.
     """
     guide = losses.guidance(source, target, mask, operator=cfg.operator, mixed=cfg.mixed)
     c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
     s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
     h_layers = tuple(n for n, _ in cfg.hist_layers) if cfg.hist else ()
     ref = _features(spec, params, content_ref, c_layers)
-    t_layers = set(s_layers) | set(h_layers) | (set(c_layers) if cfg.normalize else set())
+    t_layers = set(s_layers) | set(h_layers)
+    if cfg.normalize or window is not None:
+        t_layers |= set(c_layers)
     tf = _features(spec, params, target, tuple(sorted(t_layers)))
     grams = {n: losses.gram(tf[n]) for n in s_layers}
     srt = {n: losses.sorted_channels(tf[n]) for n in h_layers}
@@ -173,7 +183,10 @@ def prepare(
             n: jnp.maximum(losses.content_loss(tf, ref, m, weights={n: 1.0}), tiny)
             for n in c_layers
         }
-    return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams)
+    wd = None
+    if window is not None:
+        wd = window_mod.prepare(cfg, spec, window, params, target, mask, tf, ref, masked=masked)
+    return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams, wd)
 
 
 def loss_terms(
@@ -181,7 +194,13 @@ def loss_terms(
 ) -> dict:
     """Each weighted loss term of the objective at ``x`` (a dict; sum = objective)."""
     blend = stage_image(cfg, x, data.target, data.mask)
-    if cfg.style and cfg.style_image == "iterate" and cfg.region == "mask":
+    wd = data.window
+    hw = data.target.shape[:2]
+    if wd is not None:
+        # The exact windowed objective (jaxblend.window): VGG on the window only.
+        feats = window_mod.blend_features(spec, data.params, x, wd, cfg.layers(), hw)
+        style_feats = feats
+    elif cfg.style and cfg.style_image == "iterate" and cfg.region == "mask":
         # The authors' stage 1: the style term reads the optimised canvas itself.
         other = dataclasses.replace(cfg, style=0.0).layers()
         feats = _features(spec, data.params, blend, other)
@@ -201,20 +220,32 @@ def loss_terms(
         # Normalised: the layers' mean gap (each divided by its own scale).
         c_sum = sum(a for _, a in cfg.content_layers)
         cw = {n: (a / (c_sum * sc["content"][n]) if sc else a) for n, a in cfg.content_layers}
-        out["content"] = cfg.content * losses.content_loss(
-            feats, data.content_ref, data.mask if masked else None, weights=cw
-        )
+        if wd is not None:
+            c = window_mod.content_loss(feats, wd, hw, spec.arch, weights=cw)
+        else:
+            c = losses.content_loss(
+                feats, data.content_ref, data.mask if masked else None, weights=cw
+            )
+        out["content"] = cfg.content * c
     if cfg.style:
         s_sum = sum(b for _, b in cfg.style_layers)
         a = cfg.style_object
         style = jnp.float32(0)
         if a < 1:
             sw = {n: (b / (s_sum * sc["style"][n]) if sc else b) for n, b in cfg.style_layers}
-            style = (1 - a) * losses.style_loss(style_feats, data.grams, weights=sw)
+            if wd is not None:
+                s = window_mod.style_loss(feats, wd, hw, spec.arch, weights=sw)
+            else:
+                s = losses.style_loss(style_feats, data.grams, weights=sw)
+            style = (1 - a) * s
         if a > 0:
             so = sc.get("style_object") if sc else None
             ow = {n: (b / (s_sum * so[n]) if so else b) for n, b in cfg.style_layers}
-            style = style + a * losses.style_loss(feats, data.object_grams, data.mask, weights=ow)
+            if wd is not None:
+                so_ = window_mod.object_style_loss(feats, wd, data.object_grams, weights=ow)
+            else:
+                so_ = losses.style_loss(feats, data.object_grams, data.mask, weights=ow)
+            style = style + a * so_
         out["style"] = cfg.style * style
     if cfg.hist:
         out["hist"] = cfg.hist * losses.histogram_loss(
@@ -316,21 +347,29 @@ class Programs(NamedTuple):
 
 @functools.lru_cache(maxsize=64)
 def programs(
-    cfg: StageConfig, spec: VGGSpec, masked: bool, kind: str, history: int, batched: bool
+    cfg: StageConfig,
+    spec: VGGSpec,
+    masked: bool,
+    kind: str,
+    history: int,
+    batched: bool,
+    window: window_mod.Geometry | None = None,
 ) -> Programs:
     """jit-compiled ``prepare``/``start``/``advance``/``terms`` for a stage.
 
     The configuration is static (hashable); every array — VGG parameters included — is an
     argument, so a second job of the same shapes reuses the compiled programs. With
     ``batched=True`` each program is ``vmap``-ped over a leading job axis (parameters
-    shared).
+    shared). ``window``: a :class:`jaxblend.window.Geometry` (:func:`jaxblend.window.plan`
+    of the job's mask, the largest box of a stack) for the exact windowed objective, one
+    compiled program per window bucket; ``None``: the full canvas.
     """
-    prep = functools.partial(prepare, cfg, spec, masked=masked)
+    prep = functools.partial(prepare, cfg, spec, masked=masked, window=window)
     st = functools.partial(start, cfg, spec, masked, kind, history)
     adv = functools.partial(advance, cfg, spec, masked, kind, history)
     terms = functools.partial(loss_terms, cfg, spec, masked=masked)
     if batched:
-        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job

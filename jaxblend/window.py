@@ -1,0 +1,431 @@
+"""Exact windowed objective for stages that change the pixels inside the mask only.
+
+In a ``region="mask"`` stage the blend ``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)`` equals the target
+outside the mask's bounding box ``B``, so a VGG feature ``F_l[I_B](j)`` can differ from the
+target's ``F_l[I_T](j)`` only where the layer's receptive field touches ``B``. One objective
+evaluation therefore needs VGG on a *window* around the box, not on the whole canvas: for a
+200-px object on a 1024² canvas the window is 448², a fifth of the pixels.
+
+Geometry (per axis; canvas length ``N``, box ``[b₀, b₁)``). For a layer of stride ``s`` the
+feature at position ``j`` reads the input pixels ``RF(j) = [s·j − lo, s·j + hi]``
+(:func:`receptive_field`; VGG16's ``relu4_3``: ``s = 8``, ``lo = 42``, ``hi = 49``, 92 px).
+With ``m = max_l (lo_l + hi_l)`` over the layers used and ``S`` the largest stride, the
+window is ``[o, o + L)`` with
+
+    ``o = min(S·⌊max(b₀ − m, 0)/S⌋, S·⌈max(N − L, 0)/S⌉)``,  ``L ≥ (b₁ − b₀) + 2m + S − 1``,
+
+``L`` a multiple of ``S`` rounded up to a bucket (:func:`plan`). ``o`` is a multiple of
+``S``, so every pooled grid of the window is a sub-grid of the canvas's, and the window
+never starts before the canvas: either ``o ≤ b₀ − m`` or ``o = 0``, and either
+``o + L ≥ b₁ + m`` or ``o + L ≥ N`` (the window may run up to ``S − 1`` px past the end).
+
+The window's network (:func:`window_features`) zeroes every activation outside the canvas
+before each convolution, which is what the canvas's own zero padding does, so a feature is
+computed exactly whenever ``RF(j) ∩ [0, N) ⊆ [o, o + L)``; no padding is invented inside
+the canvas. That *valid set* ``R_l`` (:func:`valid`) contains every position whose
+receptive field touches the box (``s·j − lo ≥ b₀ − m`` and ``s·j + hi ≤ b₁ − 1 + m``), so
+outside ``R_l`` the features are the target's, computed once per job. With ``n_l = h_l w_l
+c_l`` the full canvas's element count of layer ``l``:
+
+* Gram (Eq. 8, ``FᵀF / n_l``): ``G_l[I_B] − G_l[I_T] = (Σ_{p∈R_l} f_p f_pᵀ − Σ_{p∈R_l}
+  t_p t_pᵀ) / n_l`` with ``f`` the blend's and ``t`` the target's window features: the
+  target's full-canvas Gram minus its sum over ``R_l`` plus the blend's;
+* object Gram (``style_object``): ``(Σ_{p∉R_l} w_p t_p t_pᵀ + Σ_{p∈R_l} w_p f_p f_pᵀ) /
+  (c_l Σ_p w_p)``, the first sum once per job;
+* content (Eq. 7/9): ``mean((F ⊙ M_l − F_ref ⊙ M_l)²) = (Σ_{p∉R_l} ‖(t_p − r_p) M_l‖² +
+  Σ_{p∈R_l} ‖(f_p − r_p) M_l‖²) / n_l``, the first sum once per job.
+
+The pixel terms (gradient, TV, range) cost a few operations per pixel and are computed on
+the whole canvas as before. Terms that cannot be split this way fall back to the full
+objective, automatically (:func:`plan` returns ``None``): the histogram term (each value's
+rank among *all* the layer's positions changes, so it needs the whole feature map), the
+``style_image="iterate"`` style term (the iterate changes everywhere) and
+``region="image"`` stages (every pixel changes).
+
+Shapes are static, so ``L`` is rounded up to a bucket (a multiple of 64 px): jobs whose
+boxes fall in the same bucket — any positions — share one compiled program, and a stack of
+jobs under ``jax.vmap`` uses the bucket of its largest box (the origin is per job, traced).
+Everything here takes one job; ``jax.vmap`` batches.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxblend.config import StageConfig
+from jaxblend.losses import resize_mask
+from jaxblend.vgg import LAYERS, conv3x3, max_pool2, preprocess
+
+#: Window sides are rounded up to a multiple of this many pixels (and of the stride).
+BUCKET = 64
+#: The window is used only when its area is below this share of the canvas's.
+MAX_FRACTION = 0.6
+
+
+class Geometry(NamedTuple):
+    """Static shape of a window (hashable: part of the compiled program's key).
+
+    Attributes:
+      size: ``(L_y, L_x)``, the window's sides in pixels, multiples of ``stride``.
+      stride: ``S``, the largest stride of the layers used; the origin is a multiple.
+      margin: ``m``, how far past the box (px) the receptive fields reach.
+    """
+
+    size: tuple[int, int]
+    stride: int
+    margin: int
+
+
+class WindowData(NamedTuple):
+    """Per-job window constants (arguments of the compiled program; see :func:`prepare`)."""
+
+    origin: jax.Array  # int32 (2,): the window's top-left pixel on the canvas
+    target: jax.Array  # L_y x L_x x 3: the target's window (zero past the canvas)
+    mask: jax.Array  # L_y x L_x
+    region: dict  # layer -> h x w (window grid) 1 on R_l, 0 elsewhere
+    gram_in: dict  # style layer -> Σ_{p∈R_l} t_p t_pᵀ (c x c)
+    content_out: dict  # content layer -> Σ_{p∉R_l} ‖(t_p − r_p) M_l(p)‖²
+    content_mask: dict  # content layer -> M_l ⊙ 1_R on the window grid (h x w)
+    content_ref: dict  # content layer -> r ⊙ M_l ⊙ 1_R on the window grid (h x w x c)
+    object_out: dict  # style layer -> Σ_{p∉R_l} w_p t_p t_pᵀ ({} unless style_object)
+    object_weight: dict  # style layer -> w ⊙ 1_R on the window grid
+    object_norm: dict  # style layer -> c_l · max(Σ_p w_p, 1e-6)
+
+
+@functools.lru_cache(maxsize=256)
+def receptive_field(arch: str, layer: str) -> tuple[int, int, int]:
+    """``(s, lo, hi)``: feature ``j`` of ``layer`` reads input pixels ``[s·j − lo, s·j + hi]``.
+
+    Found by walking the network backwards from one position: a 3 x 3 convolution widens
+    the interval ``[a, b]`` to ``[a − 1, b + 1]``, a 2 x 2 pool of stride 2 maps it to
+    ``[2a, 2b + 1]``, a ReLU keeps it.
+
+    Example:
+      >>> receptive_field("vgg16", "relu4_3")
+      (8, 42, 49)
+    """
+    names = LAYERS[arch]
+    a, b, s = 0, 0, 1
+    for name in reversed(names[: names.index(layer) + 1]):
+        if name.startswith("conv"):
+            a, b = a - 1, b + 1
+        elif name.startswith("pool"):
+            a, b, s = 2 * a, 2 * b + 1, 2 * s
+    return s, -a, b
+
+
+def level_shape(hw: tuple[int, int], arch: str, layer: str) -> tuple[int, int]:
+    """Spatial shape of ``layer``'s features on an ``hw`` canvas (each pool floors)."""
+    h, w = hw
+    names = LAYERS[arch]
+    for name in names[: names.index(layer) + 1]:
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2
+    return h, w
+
+
+def windowable(cfg: StageConfig) -> bool:
+    """Whether a stage's objective can be computed exactly on a window (see module doc):
+    ``window`` on, ``region="mask"``, no histogram term, the style term (if any) on the
+    composite, and at least one VGG term (otherwise there is nothing to save)."""
+    return bool(
+        cfg.window
+        and cfg.region == "mask"
+        and not cfg.hist
+        and (not cfg.style or cfg.style_image == "blend")
+        and _terms_layers(cfg)
+    )
+
+
+def _terms_layers(cfg: StageConfig) -> tuple[str, ...]:
+    names: set[str] = set()
+    if cfg.content:
+        names.update(n for n, _ in cfg.content_layers)
+    if cfg.style:
+        names.update(n for n, _ in cfg.style_layers)
+    return tuple(sorted(names))
+
+
+def _box_1d(any_: np.ndarray) -> tuple[int, int]:
+    idx = np.flatnonzero(any_)
+    return (0, 0) if idx.size == 0 else (int(idx[0]), int(idx[-1]) + 1)
+
+
+def plan(
+    cfg: StageConfig,
+    arch: str,
+    mask: Any,
+    *,
+    bucket: int = BUCKET,
+    max_fraction: float = MAX_FRACTION,
+) -> Geometry | None:
+    """The window a stage uses on ``mask``'s canvas, or ``None`` for the full objective.
+
+    Host-side, from the concrete mask: ``H x W`` for one job or ``N x H x W`` for a stack
+    (then the window fits the largest box of the stack, each job keeping its own origin).
+    Per axis ``L = min(⌈((b₁ − b₀) + 2m + S − 1) / q⌉·q, ⌈N/S⌉·S)`` with ``q`` the least
+    multiple of ``bucket`` and ``S``. ``None`` when the stage is not :func:`windowable`
+    or the window's area is not below ``max_fraction`` of the canvas's.
+
+    Args:
+      cfg: the stage's configuration.
+      arch: the VGG architecture (``"vgg16"``, ``"vgg19"``).
+      mask: the canvas mask(s); nonzero = pixels the stage may change.
+      bucket: window sides are multiples of this (px); 1 = as small as exact allows.
+      max_fraction: use the window only below this share of the canvas area.
+    """
+    if not windowable(cfg):
+        return None
+    layers = _terms_layers(cfg)
+    rfs = [receptive_field(arch, n) for n in layers]
+    stride = max(s for s, _, _ in rfs)
+    margin = max(lo + hi for _, lo, hi in rfs)
+    m = np.asarray(mask) != 0
+    if m.ndim == 2:
+        m = m[None]
+    hw = m.shape[1:]
+    q = int(np.lcm(int(bucket), stride))
+    size = []
+    for axis in (0, 1):
+        any_ = m.any(axis=2 - axis)  # N x (H or W)
+        extent = max(b1 - b0 for b0, b1 in (_box_1d(a) for a in any_))
+        need = extent + 2 * margin + stride - 1
+        full = -(-hw[axis] // stride) * stride
+        size.append(min(-(-need // q) * q, full))
+    if size[0] * size[1] >= max_fraction * hw[0] * hw[1]:
+        return None
+    return Geometry((size[0], size[1]), stride, margin)
+
+
+def origin(geom: Geometry, mask: jax.Array) -> jax.Array:
+    """The window's top-left pixel ``(o_y, o_x)`` for one ``H x W`` mask (traced; int32).
+
+    ``o = min(S·⌊max(b₀ − m, 0)/S⌋, S·⌈max(N − L, 0)/S⌉)`` per axis (module doc); an empty
+    mask gives the box ``[0, 0)``.
+    """
+    m = jnp.asarray(mask) != 0
+    out = []
+    for axis in (0, 1):
+        any_ = m.any(axis=1 - axis)
+        n = any_.shape[0]
+        has = any_.any()
+        b0 = jnp.where(has, jnp.argmax(any_), 0)
+        s, size = geom.stride, geom.size[axis]
+        a = (jnp.maximum(b0 - geom.margin, 0) // s) * s
+        out.append(jnp.minimum(a, -(-max(n - size, 0) // s) * s))
+    return jnp.stack(out).astype(jnp.int32)
+
+
+def valid(
+    j: jax.Array, o: jax.Array, size: int, n_canvas: int, n_level: int, rf: tuple[int, int, int]
+) -> jax.Array:
+    """Which positions ``j`` (canvas grid of a layer, one axis) the window computes exactly.
+
+    ``j`` must lie in the window and on the canvas grid (``0 ≤ j < n_level``), and its
+    receptive field, clipped to the canvas, in the window: ``max(s·j − lo, 0) ≥ o`` and
+    ``min(s·j + hi, N − 1) ≤ o + L − 1``.
+    """
+    s, lo, hi = rf
+    return (
+        (j >= o // s)
+        & (j < (o + size) // s)
+        & (j < n_level)
+        & (jnp.maximum(s * j - lo, 0) >= o)
+        & (jnp.minimum(s * j + hi, n_canvas - 1) <= o + size - 1)
+    )
+
+
+def _region_2d(geom, o, hw, arch, layer, *, window_grid: bool) -> jax.Array:
+    """``R_l`` as 0/1 on the window's grid (``window_grid``) or on the canvas's grid."""
+    rf = receptive_field(arch, layer)
+    s = rf[0]
+    lvl = level_shape(hw, arch, layer)
+    axes = []
+    for axis in (0, 1):
+        if window_grid:
+            j = o[axis] // s + jnp.arange(geom.size[axis] // s)
+        else:
+            j = jnp.arange(lvl[axis])
+        axes.append(valid(j, o[axis], geom.size[axis], hw[axis], lvl[axis], rf))
+    return (axes[0][:, None] & axes[1][None, :]).astype(jnp.float32)
+
+
+def crop(
+    image: jax.Array, geom: Geometry, o: jax.Array, stride: int = 1, pad: int | None = None
+) -> jax.Array:
+    """The window of a canvas array (``H x W`` or ``H x W x C``) on a grid of ``stride``
+    (1: pixels; a layer's stride: its features), zero past the canvas's end.
+
+    ``pad``: zeros appended after the canvas's end before slicing (default: the window's
+    side, always enough); the window overruns the canvas by at most ``S − 1`` px.
+    """
+    size = (geom.size[0] // stride, geom.size[1] // stride)
+    py, px = size if pad is None else (min(pad, size[0]), min(pad, size[1]))
+    padded = jnp.pad(image, [(0, py), (0, px)] + [(0, 0)] * (image.ndim - 2))
+    start = (o[0] // stride, o[1] // stride) + (0,) * (image.ndim - 2)
+    return jax.lax.dynamic_slice(padded, start, size + image.shape[2:])
+
+
+def window_features(
+    spec: Any,
+    params: Any,
+    image: jax.Array,
+    layers: tuple[str, ...],
+    o: jax.Array,
+    canvas: tuple[int, int],
+) -> dict[str, jax.Array]:
+    """VGG features of a window ``image`` (``L_y x L_x x 3``) at canvas offset ``o``.
+
+    The same network as :func:`jaxblend.vgg.features` (same dtype and precision as
+    ``spec``: a :class:`jaxblend.solve.VGGSpec`), except that before each convolution the
+    activations at positions outside the canvas (``o/s + q ≥ n_level``) are set to zero —
+    the canvas's zero padding — so positions of :func:`valid` come out as on the canvas.
+
+    Returns:
+      layer -> float32 ``L_y/s x L_x/s x c``.
+    """
+    dtype = "bfloat16" if spec.dtype == "bfloat16" else "float32"
+    precision = "default" if spec.dtype == "tf32" else None
+    inner = params["params"] if "params" in params else params
+    names = LAYERS[spec.arch]
+    deepest = max(names.index(n) for n in layers)
+    h = preprocess(image[None], spec.preprocessing)
+    n = list(canvas)
+    s = 1
+    out: dict[str, jax.Array] = {}
+    for name in names[: deepest + 1]:
+        if name.startswith("conv"):
+            ins = [o[a] // s + jnp.arange(h.shape[1 + a]) < n[a] for a in (0, 1)]
+            inside = (ins[0][:, None] & ins[1][None, :]).astype(h.dtype)
+            h = h * inside[None, :, :, None]
+            p = inner[name]
+            h = conv3x3(h, p["kernel"], dtype, precision)
+            h = h + p["bias"].astype(jnp.float32).reshape(1, 1, 1, -1)
+        elif name.startswith("relu"):
+            h = jax.nn.relu(h)
+        else:
+            h = max_pool2(h)
+            n = [n[0] // 2, n[1] // 2]
+            s *= 2
+        if name in layers:
+            out[name] = h[0].astype(jnp.float32)
+    return out
+
+
+def _sum_outer(f: jax.Array, w: jax.Array) -> jax.Array:
+    """``Σ_p w_p f_p f_pᵀ`` of ``h x w x c`` features and ``h x w`` weights (``c x c``)."""
+    c = f.shape[-1]
+    flat = f.reshape(-1, c)
+    return jnp.matmul((flat * w.reshape(-1, 1)).T, flat, precision=jax.lax.Precision.HIGHEST)
+
+
+def prepare(
+    cfg: StageConfig,
+    spec: Any,
+    geom: Geometry,
+    params: Any,
+    target: jax.Array,
+    mask: jax.Array,
+    target_feats: dict,
+    ref_feats: dict,
+    *,
+    masked: bool,
+) -> WindowData:
+    """A job's window constants, once per job.
+
+    Args:
+      cfg, spec, geom: static: the stage, the network (``VGGSpec``) and the window shape.
+      params: VGG parameters.
+      target, mask: the job's ``H x W x 3`` canvas and ``H x W`` mask.
+      target_feats: the target's full-canvas features of the content and style layers.
+      ref_feats: the content reference's full-canvas features (content layers).
+      masked: whether the content term is masked (Eq. 7) or not (Eq. 9).
+    """
+    hw = target.shape[:2]
+    arch = spec.arch
+    o = origin(geom, mask)
+    t_win = crop(target, geom, o)
+    m_win = crop(mask, geom, o)
+    layers = _terms_layers(cfg)
+    tw = window_features(spec, params, t_win, layers, o, hw)
+    region = {n: _region_2d(geom, o, hw, arch, n, window_grid=True) for n in layers}
+    outside = {n: 1 - _region_2d(geom, o, hw, arch, n, window_grid=False) for n in layers}
+    s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
+    c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
+    gram_in = {n: _sum_outer(tw[n], region[n]) for n in s_layers}
+    c_out, c_mask, c_ref = {}, {}, {}
+    for n in c_layers:
+        t, r = target_feats[n], ref_feats[n]
+        ml = resize_mask(mask, t.shape[:2]) if masked else jnp.ones(t.shape[:2], jnp.float32)
+        c_out[n] = jnp.sum((((t - r) * ml[..., None]) ** 2) * outside[n][..., None])
+        s = receptive_field(arch, n)[0]
+        mw = crop(ml, geom, o, s) * region[n]
+        c_mask[n] = mw
+        c_ref[n] = crop(r, geom, o, s) * mw[..., None]
+    o_out, o_w, o_norm = {}, {}, {}
+    if cfg.style and cfg.style_object:
+        for n in s_layers:
+            t = target_feats[n]
+            w = resize_mask(mask, t.shape[:2])
+            o_out[n] = _sum_outer(t, w * outside[n])
+            o_w[n] = crop(w, geom, o, receptive_field(arch, n)[0]) * region[n]
+            o_norm[n] = t.shape[-1] * jnp.maximum(jnp.sum(w), 1e-6)
+    return WindowData(o, t_win, m_win, region, gram_in, c_out, c_mask, c_ref, o_out, o_w, o_norm)
+
+
+def blend_features(
+    spec: Any, params: Any, x: jax.Array, wd: WindowData, layers: tuple[str, ...], canvas
+) -> dict[str, jax.Array]:
+    """Window features of the blend ``I_B`` for the iterate ``x`` (full ``H x W x 3``)."""
+    geom = Geometry((wd.mask.shape[0], wd.mask.shape[1]), 1, 0)
+    # o + L <= N + S - 1 and S <= 32 (VGG has five pools): 32 zeros past the end suffice.
+    xw = crop(x, geom, wd.origin, pad=32)
+    m = wd.mask[..., None]
+    blend = xw * m + wd.target * (1 - m)
+    return window_features(spec, params, blend, layers, wd.origin, canvas)
+
+
+def content_loss(
+    feats: dict, wd: WindowData, canvas: tuple[int, int], arch: str, *, weights: dict
+) -> jax.Array:
+    """:func:`jaxblend.losses.content_loss` of the whole canvas from window features:
+    ``Σ_l α_l (Σ_{p∉R_l} ‖(t_p − r_p) M_l‖² + Σ_{p∈R_l} ‖(f_p − r_p) M_l‖²) / n_l``."""
+    total = jnp.float32(0)
+    for name, a in weights.items():
+        f = feats[name]
+        h, w = level_shape(canvas, arch, name)
+        inside = jnp.sum((f * wd.content_mask[name][..., None] - wd.content_ref[name]) ** 2)
+        total = total + a * (wd.content_out[name] + inside) / (h * w * f.shape[-1])
+    return total
+
+
+def style_loss(
+    feats: dict, wd: WindowData, canvas: tuple[int, int], arch: str, *, weights: dict
+) -> jax.Array:
+    """:func:`jaxblend.losses.style_loss` against the target's own Grams, from window
+    features: ``Σ_l β_l mean(((Σ_{p∈R_l} f_p f_pᵀ − Σ_{p∈R_l} t_p t_pᵀ) / n_l)²)``."""
+    total = jnp.float32(0)
+    for name, b in weights.items():
+        f = feats[name]
+        h, w = level_shape(canvas, arch, name)
+        diff = (_sum_outer(f, wd.region[name]) - wd.gram_in[name]) / (h * w * f.shape[-1])
+        total = total + b * jnp.mean(diff**2)
+    return total
+
+
+def object_style_loss(feats: dict, wd: WindowData, grams: dict, *, weights: dict) -> jax.Array:
+    """:func:`jaxblend.losses.style_loss` with a mask (the object's Gram against
+    ``grams``), from window features: ``G = (Σ_{p∉R_l} w_p t_p t_pᵀ + Σ_{p∈R_l} w_p f_p
+    f_pᵀ) / (c_l Σ_p w_p)``."""
+    total = jnp.float32(0)
+    for name, b in weights.items():
+        g = (wd.object_out[name] + _sum_outer(feats[name], wd.object_weight[name])) / (
+            wd.object_norm[name]
+        )
+        total = total + b * jnp.mean((g - grams[name]) ** 2)
+    return total

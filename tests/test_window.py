@@ -1,0 +1,252 @@
+"""The windowed stage-1 objective equals the full-canvas one: value and gradient, real VGG.
+
+The reference is the full-canvas objective (:func:`jaxblend.solve.objective` with
+``window=None``), itself tested against NumPy/torch elsewhere; here the window must give the
+same number at every object size and position, at the canvas border, for masks with holes
+or several parts, and for stacks of jobs under ``vmap``. Canvases are tiny and odd-sized
+(pools floor, the window runs past the canvas's end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxblend
+from jaxblend import BlendConfig, StageConfig, window
+from jaxblend.config import STAGE1
+from jaxblend.solve import VGGSpec, composite, objective, prepare
+
+SPEC = VGGSpec()
+# Every term of the default stage 1 on shallow layers (fast to compile at 61 x 67).
+SHALLOW = StageConfig(
+    grad=1.0, content=1.0, style=1.0, tv=1e-3, range=1.0, normalize=True,
+    content_layers=(("relu2_2", 1.0),), style_layers=(("relu1_2", 1.0), ("relu2_2", 1.0)),
+)  # fmt: skip
+H, W = 61, 67
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return jaxblend.load_vgg()
+
+
+def _box(*boxes, shape=(H, W), hole=None):
+    m = np.zeros(shape, np.float32)
+    for y0, y1, x0, x1 in boxes:
+        m[y0:y1, x0:x1] = 1
+    if hole is not None:
+        y0, y1, x0, x1 = hole
+        m[y0:y1, x0:x1] = 0
+    return m
+
+
+MASKS = {
+    "small-centre": _box((26, 34, 30, 38)),
+    "large-offset": _box((8, 28, 36, 52)),
+    "top-left-border": _box((0, 10, 0, 12)),
+    "bottom-right-border": _box((51, 61, 55, 67)),
+    "hole": _box((20, 34, 20, 34), hole=(24, 30, 24, 30)),
+    "two-parts": _box((10, 15, 10, 15), (20, 25, 24, 29)),
+}
+
+
+def _images(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    # Smooth-ish scene and object, so VGG activations are in their usual range.
+    t = rng.uniform(0, 255, (*shape, 3)).astype(np.float32)
+    t = (t + np.roll(t, 1, 0) + np.roll(t, 1, 1)) / 3
+    s = rng.uniform(0, 255, (*shape, 3)).astype(np.float32)
+    x = rng.normal(0, 20, (*shape, 3)).astype(np.float32)
+    return jnp.asarray(t), jnp.asarray(s), jnp.asarray(x)
+
+
+@functools.cache
+def _value_and_grad(cfg, geom, masked=True, batched=False):
+    """prepare + value and gradient of the objective at ``naive + dx``, one jitted program
+    (all arrays are arguments)."""
+
+    def one(params, t, m, s, dx):
+        naive = composite(s, t, m)
+        data = prepare(cfg, SPEC, params, t, m, s, naive, masked=masked, window=geom)
+        v, g = jax.value_and_grad(lambda x: objective(cfg, SPEC, masked, x, data))(naive + dx)
+        return v, g, data.window
+
+    if batched:
+        one = jax.vmap(one, in_axes=(None, 0, 0, 0, 0))
+    return jax.jit(one)
+
+
+def _assert_same(full, win):
+    (vf, gf, _), (vw, gw, _) = full, win
+    np.testing.assert_allclose(np.asarray(vw), np.asarray(vf), rtol=1e-4)
+    gf, gw = np.asarray(gf), np.asarray(gw)
+    assert np.abs(gf).max() > 0
+    np.testing.assert_allclose(gw, gf, rtol=0, atol=1e-4 * np.abs(gf).max())
+
+
+@pytest.fixture(scope="module")
+def shallow_geom():
+    # One window for all the masks (the bucket of the largest box), as for a stack.
+    geom = window.plan(SHALLOW, "vgg16", np.stack(list(MASKS.values())), bucket=8, max_fraction=1)
+    assert geom is not None and geom.size[0] < H and geom.size[1] < W
+    return geom
+
+
+@pytest.mark.parametrize("name", list(MASKS))
+def test_windowed_objective_equals_full_canvas(vgg, shallow_geom, name):
+    m = jnp.asarray(MASKS[name])
+    t, s, dx = _images((H, W))
+    full = _value_and_grad(SHALLOW, None)(vgg.params, t, m, s, dx)
+    win = _value_and_grad(SHALLOW, shallow_geom)(vgg.params, t, m, s, dx)
+    _assert_same(full, win)
+    o = np.asarray(win[2].origin)
+    assert (o % shallow_geom.stride == 0).all() and (o >= 0).all()
+    if name == "top-left-border":
+        assert (o == 0).all()
+    if name == "bottom-right-border":  # the window reaches the canvas's end (and past it)
+        assert (o + np.array(shallow_geom.size) >= (H, W)).all()
+
+
+def test_stack_of_different_boxes_under_vmap(vgg, shallow_geom):
+    """Jobs with different boxes share one window bucket; each keeps its own origin."""
+    masks = jnp.asarray(np.stack(list(MASKS.values())))
+    n = masks.shape[0]
+    ims = [_images((H, W), seed=i) for i in range(n)]
+    t, s, dx = (jnp.stack([im[k] for im in ims]) for k in range(3))
+    vw, gw, wd = _value_and_grad(SHALLOW, shallow_geom, batched=True)(vgg.params, t, masks, s, dx)
+    assert len({tuple(o) for o in np.asarray(wd.origin)}) > 3
+    f = _value_and_grad(SHALLOW, None)
+    for i in range(n):
+        _assert_same(f(vgg.params, t[i], masks[i], s[i], dx[i]), (vw[i], gw[i], None))
+
+
+def test_object_style_and_unmasked_content(vgg, shallow_geom):
+    """The object-region style term (style_object) and the unmasked content term (Eq. 9)."""
+    cfg = dataclasses.replace(SHALLOW, style_object=0.5)
+    m = jnp.asarray(MASKS["hole"])
+    t, s, dx = _images((H, W), seed=3)
+    for masked in (True, False):
+        full = _value_and_grad(cfg, None, masked)(vgg.params, t, m, s, dx)
+        win = _value_and_grad(cfg, shallow_geom, masked)(vgg.params, t, m, s, dx)
+        _assert_same(full, win)
+
+
+@pytest.mark.parametrize("where", ["middle", "right-border"])
+def test_default_stage1_layers_to_relu4_3(vgg, where):
+    """The default stage 1 (content relu2_2 + relu3_3, style relu1_2..relu4_3, stride 8,
+    92-px receptive field) on a long odd canvas: the window runs past the canvas's end in
+    y (41 rows, window 48) and covers a part of it in x."""
+    shape = (41, 251)
+    box = (12, 26, 100, 114) if where == "middle" else (20, 33, 238, 251)
+    m = jnp.asarray(_box(box, shape=shape))
+    geom = window.plan(STAGE1, "vgg16", m, bucket=8, max_fraction=1)
+    assert geom == window.Geometry((48, 208), 8, 91)
+    t, s, dx = _images(shape, seed=5)
+    full = _value_and_grad(STAGE1, None)(vgg.params, t, m, s, dx)
+    win = _value_and_grad(STAGE1, geom)(vgg.params, t, m, s, dx)
+    _assert_same(full, win)
+
+
+def test_a_window_without_the_receptive_field_margin_is_not_exact(vgg, shallow_geom):
+    """The comparison can fail: a window placed with too small a margin (the features
+    just left of the box then change outside its valid set) gives another objective."""
+    m = jnp.asarray(MASKS["small-centre"])
+    t, s, dx = _images((H, W))
+    short = shallow_geom._replace(margin=shallow_geom.margin - 8)
+    vf = float(_value_and_grad(SHALLOW, None)(vgg.params, t, m, s, dx)[0])
+    vs = float(_value_and_grad(SHALLOW, short)(vgg.params, t, m, s, dx)[0])
+    assert abs(vs - vf) > 1e-3 * abs(vf)
+
+
+def test_receptive_fields():
+    """Sizes ``lo + hi + 1`` are VGG16's published receptive fields (5, 14, 40, 92 px; e.g.
+    Araujo et al., Distill 2019); the window's margin is the deepest one's size minus 1."""
+    sizes = {n: sum(window.receptive_field("vgg16", n)[1:]) + 1 for n in
+             ("relu1_2", "relu2_2", "relu3_3", "relu4_3")}  # fmt: skip
+    assert sizes == {"relu1_2": 5, "relu2_2": 14, "relu3_3": 40, "relu4_3": 92}
+    assert window.receptive_field("vgg16", "relu4_3") == (8, 42, 49)
+    assert window.receptive_field("vgg16", "pool2") == (4, 6, 9)
+
+
+def test_receptive_field_by_perturbation(vgg):
+    """Independent check of ``RF(j)``: a column (row) of pixels changed just inside its ends
+    moves one conv3_1 feature, just outside them leaves it as it was."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 255, (40, 40, 3)), jnp.float32)
+    j = (4, 5)
+    s, lo, hi = window.receptive_field("vgg16", "conv3_1")
+    assert (s, lo + hi + 1) == (4, 24)
+
+    def feature(img):
+        return np.asarray(vgg.features(img, ("conv3_1",))["conv3_1"][j])
+
+    f0 = feature(x)
+    for axis in (0, 1):
+        first, last = s * j[axis] - lo, s * j[axis] + hi
+        for pos, inside in ((first, True), (last, True), (first - 1, False), (last + 1, False)):
+            idx = (slice(None),) * axis + (pos,)
+            moved = np.abs(feature(x.at[idx].add(500.0)) - f0).max()
+            if inside:
+                assert moved > 1e-2 * np.abs(f0).max(), (axis, pos)
+            else:
+                assert moved <= 1e-5 * np.abs(f0).max(), (axis, pos)
+
+
+def test_plan_falls_back_to_the_full_canvas():
+    """No window where it cannot be exact or would not pay; the default stage 1 windows a
+    200-px object on 1024² (448², 19% of the canvas) but not on 512² (77%)."""
+    big = _box((400, 600, 300, 500), shape=(1024, 1024))
+    assert window.plan(STAGE1, "vgg16", big) == window.Geometry((448, 448), 8, 91)
+    assert window.plan(STAGE1, "vgg16", _box((156, 356, 156, 356), shape=(512, 512))) is None
+    off = {
+        "switch": dict(window=False),
+        "histogram": dict(hist=1.0),
+        "iterate style": dict(style_image="iterate"),
+        "whole image": dict(region="image"),
+        "no VGG term": dict(content=0.0, style=0.0),
+    }
+    for name, change in off.items():
+        assert window.plan(dataclasses.replace(STAGE1, **change), "vgg16", big) is None, name
+    assert window.plan(BlendConfig().stage2, "vgg16", big) is None  # stage 2: whole canvas
+    with pytest.raises(jaxblend.InputError, match="window"):
+        StageConfig(window="yes")
+
+
+def test_blend_uses_the_window_and_the_switch_turns_it_off(vgg, case1):
+    """run_stages picks the window automatically on a canvas much wider than the object;
+    window=False runs the full canvas; both give the same blend."""
+    from PIL import Image
+
+    from jaxblend.blend import run_stages, stage_programs, vgg_spec
+    from jaxblend.io import place
+
+    scene = np.asarray(Image.open(case1 / "target.png").convert("RGB").resize((256, 256)))
+    job = place(
+        case1 / "source.png", scene[100:148], case1 / "mask.png",
+        center=(24, 60), canvas=None, source_size=24,
+    )  # fmt: skip
+    t, s, m = (jnp.asarray(a, jnp.float32) for a in (job.target, job.source, job.mask))
+    assert t.shape[:2] == (48, 256)
+    on = BlendConfig(stage1=dataclasses.replace(SHALLOW, steps=4), stage2_enabled=False,
+                     canvas=256, init="paste")  # fmt: skip
+    off = on.replace(stage1=dataclasses.replace(on.stage1, window=False))
+    spec = vgg_spec(vgg, on.precision)
+    naive = composite(s, t, m)
+    datas = {}
+    for name, cfg in (("on", on), ("off", off)):
+        p = stage_programs(cfg.stage1, cfg, spec, m, masked=True, batched=False)
+        datas[name] = p.prepare(vgg.params, t, m, s, naive)
+    assert datas["on"].window is not None and datas["off"].window is None
+    assert datas["on"].window.target.shape[1] < t.shape[1] // 2
+    res = {k: run_stages(c, vgg, t, s, m) for k, c in (("on", on), ("off", off))}
+    for k in ("stage1",):
+        np.testing.assert_allclose(np.asarray(res["on"][k]), np.asarray(res["off"][k]), atol=0.05)
+    l_on, l_off = res["on"]["losses"]["stage1"], res["off"]["losses"]["stage1"]
+    for term in ("grad", "content", "style"):
+        np.testing.assert_allclose(l_on[term], l_off[term], rtol=1e-3)
