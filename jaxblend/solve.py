@@ -60,7 +60,7 @@ class StageData(NamedTuple):
     target: jax.Array  # H x W x 3
     mask: jax.Array  # H x W
     guide: jax.Array  # guidance field for the gradient loss
-    content_ref: dict  # layer -> features of the content reference
+    content_ref: dict  # layer -> features of the content reference ({} with a window)
     grams: dict  # layer -> target Gram matrix
     sorted: dict  # layer -> target's sorted features
     scale: dict  # per-job term scales ({} unless cfg.normalize): see StageConfig.normalize
@@ -186,6 +186,7 @@ def prepare(
     wd = None
     if window is not None:
         wd = window_mod.prepare(cfg, spec, window, params, target, mask, tf, ref, masked=masked)
+        ref = {}  # the window keeps what it needs (its crop and the sum outside it)
     return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams, wd)
 
 
