@@ -151,13 +151,39 @@ def test_grabcut_on_case1_from_a_rectangle(case1):
     from scipy import ndimage
 
     shipped = np.asarray(Image.open(case1 / "mask.png")) > 0
-    got = masks.from_rectangle(case1 / "source.png", (250, 60, 410, 476)) > 0
-    # GrabCut takes the glasses as one object, lenses included (their colours do not set
-    # them apart from the frame's inside); the shipped mask leaves the lens openings out.
-    # Against the shipped mask's outline (its holes filled, by SciPy) it reaches 0.8:
-    assert iou(got, ndimage.binary_fill_holes(shipped)) >= 0.8
-    assert 0.3 <= iou(got, shipped) < 0.8  # as shipped: the lens openings are the difference
-    assert not got[:200].any()  # nothing outside the rectangle
+    rect = (250, 60, 410, 476)  # drawn around the glasses
+    # GrabCut's own cut takes the glasses as one object, lenses included (their colours do
+    # not set them apart from the frame's inside); the shipped mask leaves the lens
+    # openings out. Against the shipped mask's outline (its holes filled) it reaches 0.8:
+    raw = masks.from_rectangle(case1 / "source.png", rect, openings=False, margin=0) > 0
+    assert iou(raw, ndimage.binary_fill_holes(shipped)) >= 0.8
+    assert 0.3 <= iou(raw, shipped) < 0.5
+    # The defaults cut the lenses out as see-through openings and add the safety margin:
+    got = masks.from_rectangle(case1 / "source.png", rect) > 0
+    assert iou(got, shipped) >= 0.8
+    assert not got[:200].any() and not got[440:].any()  # nothing far outside the glasses
+    lbl, n = ndimage.label(~got)
+    assert n == 3  # the outside and two lens openings
+    # the openings show the face: each is mostly (90%) inside the shipped mask's openings
+    holes = ndimage.binary_fill_holes(shipped) & ~shipped
+    for j in (lbl[330, 170], lbl[330, 355]):
+        assert j > 0 and (holes[lbl == j]).mean() >= 0.9
+    # a slightly tighter rectangle does as well (a looser one, down to row 420, lets
+    # GrabCut's own cut take the nose, and then the openings do not come out right)
+    tighter = masks.from_rectangle(case1 / "source.png", (255, 62, 408, 474)) > 0
+    assert iou(tighter, shipped) >= 0.8
+
+
+def test_grabcut_margin_and_openings_options(case1):
+    pytest.importorskip("cv2")
+    rect = (250, 60, 410, 476)
+    raw = masks.from_rectangle(case1 / "source.png", rect, openings=False, margin=0) > 0
+    grown = masks.from_rectangle(case1 / "source.png", rect, openings=False) > 0
+    assert (grown >= raw).all() and grown.sum() > raw.sum()  # the margin only adds
+    hollow = masks.from_rectangle(case1 / "source.png", rect, margin=0) > 0
+    assert (hollow <= raw).all() and hollow.sum() < 0.8 * raw.sum()  # openings only remove
+    with pytest.raises(InputError, match="margin"):
+        masks.from_rectangle(case1 / "source.png", rect, margin=-1)
 
 
 def test_grabcut_without_opencv_says_how_to_install(monkeypatch, case1):
