@@ -185,7 +185,10 @@ def prepare(
         }
     wd = None
     if window is not None:
-        wd = window_mod.prepare(cfg, spec, window, params, target, mask, tf, ref, masked=masked)
+        wd = window_mod.prepare(
+            cfg, spec, window, params, target, mask, guide, band if cfg.band else None,
+            tf, ref, masked=masked,
+        )  # fmt: skip
         ref = {}  # the window keeps what it needs (its crop and the sum outside it)
     return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams, wd)
 
@@ -194,28 +197,35 @@ def loss_terms(
     cfg: StageConfig, spec: VGGSpec, x: jax.Array, data: StageData, *, masked: bool
 ) -> dict:
     """Each weighted loss term of the objective at ``x`` (a dict; sum = objective)."""
-    blend = stage_image(cfg, x, data.target, data.mask)
     wd = data.window
     hw = data.target.shape[:2]
+    px: dict = {}
     if wd is not None:
-        # The exact windowed objective (jaxblend.window): VGG on the window only.
-        feats = window_mod.blend_features(spec, data.params, x, wd, cfg.layers(), hw)
+        # The exact windowed objective (jaxblend.window): every term from the window.
+        blend = window_mod.blend_window(x, wd)
+        feats = window_mod.window_features(spec, data.params, blend, cfg.layers(), wd.origin, hw)
         style_feats = feats
+        px = window_mod.pixel_terms(cfg, blend, wd, hw)
     elif cfg.style and cfg.style_image == "iterate" and cfg.region == "mask":
         # The authors' stage 1: the style term reads the optimised canvas itself.
+        blend = stage_image(cfg, x, data.target, data.mask)
         other = dataclasses.replace(cfg, style=0.0).layers()
         feats = _features(spec, data.params, blend, other)
         style_feats = _features(spec, data.params, x, tuple(n for n, _ in cfg.style_layers))
     else:
+        blend = stage_image(cfg, x, data.target, data.mask)
         feats = _features(spec, data.params, blend, cfg.layers())
         style_feats = feats
     zero = jnp.float32(0)
     out = {t: zero for t in TERMS}
     sc = data.scale
     if cfg.grad:
-        g = losses.gradient_loss(
-            blend, data.guide, operator=cfg.operator, weight=data.band if cfg.band else None
-        )
+        if wd is not None:
+            g = px["grad"]
+        else:
+            g = losses.gradient_loss(
+                blend, data.guide, operator=cfg.operator, weight=data.band if cfg.band else None
+            )
         out["grad"] = cfg.grad * (g / sc["grad"] if sc else g)
     if cfg.content:
         # Normalised: the layers' mean gap (each divided by its own scale).
@@ -253,10 +263,10 @@ def loss_terms(
             feats, data.sorted, weights=dict(cfg.hist_layers)
         )
     if cfg.tv:
-        tv = losses.tv_loss(blend)
+        tv = px["tv"] if wd is not None else losses.tv_loss(blend)
         out["tv"] = cfg.tv * (tv / sc["tv"] if sc else tv)
     if cfg.range:
-        out["range"] = cfg.range * losses.range_loss(blend)
+        out["range"] = cfg.range * (px["range"] if wd is not None else losses.range_loss(blend))
     return out
 
 

@@ -35,10 +35,14 @@ c_l`` the full canvas's element count of layer ``l``:
 * content (Eq. 7/9): ``mean((F ⊙ M_l − F_ref ⊙ M_l)²) = (Σ_{p∉R_l} ‖(t_p − r_p) M_l‖² +
   Σ_{p∈R_l} ‖(f_p − r_p) M_l‖²) / n_l``, the first sum once per job.
 
-The pixel terms (gradient, TV, range) cost a few operations per pixel and are computed on
-the whole canvas as before. Terms that cannot be split this way fall back to the full
-objective, automatically (:func:`plan` returns ``None``): the histogram term (each value's
-rank among *all* the layer's positions changes, so it needs the whole feature map), the
+The pixel terms split the same way over ``R_0``, the window's pixels whose 3 x 3
+neighbourhood is in it (:func:`pixel_terms`): the gradient term (Eq. 6, with its band
+weights and either operator), TV (Eq. 12) and the range penalty, so an evaluation touches
+the full canvas only to crop the iterate and to scatter the gradient back.
+
+Terms that cannot be split this way fall back to the full objective, automatically
+(:func:`plan` returns ``None``): the histogram term (each value's rank among *all* the
+layer's positions changes, so it needs the whole feature map), the
 ``style_image="iterate"`` style term (the iterate changes everywhere) and
 ``region="image"`` stages (every pixel changes).
 
@@ -57,8 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxblend import losses
 from jaxblend.config import StageConfig
-from jaxblend.losses import resize_mask
 from jaxblend.vgg import LAYERS, conv3x3, max_pool2, preprocess
 
 #: Window sides are rounded up to a multiple of this many pixels (and of the stride).
@@ -85,8 +89,15 @@ class WindowData(NamedTuple):
     """Per-job window constants (arguments of the compiled program; see :func:`prepare`)."""
 
     origin: jax.Array  # int32 (2,): the window's top-left pixel on the canvas
-    target: jax.Array  # L_y x L_x x 3: the target's window (zero past the canvas)
-    mask: jax.Array  # L_y x L_x
+    target: jax.Array  # L_y x L_x x 3: the target's window (edge-replicated past the canvas)
+    mask: jax.Array  # L_y x L_x (edge-replicated likewise)
+    pixels: jax.Array  # L_y x L_x: 1 on R_0, the pixels whose pixel terms the window computes
+    guide: jax.Array  # the guidance field's window (edge-replicated)
+    grad_weight: jax.Array  # L_y x L_x: the gradient term's pixel weight ⊙ 1_{R_0}
+    grad_out: jax.Array  # Σ_{p∉R_0} w_p ‖D(I_T)(p) − guide(p)‖²
+    grad_norm: jax.Array  # the gradient term's denominator (H·W·C, or max(Σw, 1)·C)
+    tv_out: jax.Array  # Σ_{p∉R_0} |I_T(p + e_y) − I_T(p)| + |I_T(p + e_x) − I_T(p)|
+    range_out: jax.Array  # Σ_{p∉R_0} relu(−I_T)² + relu(I_T − 255)²
     region: dict  # layer -> h x w (window grid) 1 on R_l, 0 elsewhere
     gram_in: dict  # style layer -> Σ_{p∈R_l} t_p t_pᵀ (c x c)
     content_out: dict  # content layer -> Σ_{p∉R_l} ‖(t_p − r_p) M_l(p)‖²
@@ -256,17 +267,23 @@ def _region_2d(geom, o, hw, arch, layer, *, window_grid: bool) -> jax.Array:
 
 
 def crop(
-    image: jax.Array, geom: Geometry, o: jax.Array, stride: int = 1, pad: int | None = None
+    image: jax.Array,
+    geom: Geometry,
+    o: jax.Array,
+    stride: int = 1,
+    pad: int | None = None,
+    mode: str = "constant",
 ) -> jax.Array:
-    """The window of a canvas array (``H x W`` or ``H x W x C``) on a grid of ``stride``
-    (1: pixels; a layer's stride: its features), zero past the canvas's end.
+    """The window of a canvas array (``H x W`` or ``H x W x ...``) on a grid of ``stride``
+    (1: pixels; a layer's stride: its features); past the canvas's end zeros
+    (``mode="constant"``) or the last row/column repeated (``"edge"``).
 
-    ``pad``: zeros appended after the canvas's end before slicing (default: the window's
-    side, always enough); the window overruns the canvas by at most ``S − 1`` px.
+    ``pad``: rows/columns appended after the canvas's end before slicing (default: the
+    window's side, always enough); the window overruns the canvas by at most ``S − 1`` px.
     """
     size = (geom.size[0] // stride, geom.size[1] // stride)
     py, px = size if pad is None else (min(pad, size[0]), min(pad, size[1]))
-    padded = jnp.pad(image, [(0, py), (0, px)] + [(0, 0)] * (image.ndim - 2))
+    padded = jnp.pad(image, [(0, py), (0, px)] + [(0, 0)] * (image.ndim - 2), mode=mode)
     start = (o[0] // stride, o[1] // stride) + (0,) * (image.ndim - 2)
     return jax.lax.dynamic_slice(padded, start, size + image.shape[2:])
 
@@ -324,6 +341,31 @@ def _sum_outer(f: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.matmul((flat * w.reshape(-1, 1)).T, flat, precision=jax.lax.Precision.HIGHEST)
 
 
+def _tv_map(x: jax.Array) -> jax.Array:
+    """``|x(p + e_y) − x(p)| + |x(p + e_x) − x(p)|`` per element, 0 past the last row/column:
+    its sum is :func:`jaxblend.losses.tv_loss`."""
+    dy = jnp.abs(x[1:] - x[:-1])
+    dx = jnp.abs(x[:, 1:] - x[:, :-1])
+    zeros = [(0, 0)] * (x.ndim - 2)
+    return jnp.pad(dy, [(0, 1), (0, 0)] + zeros) + jnp.pad(dx, [(0, 0), (0, 1)] + zeros)
+
+
+def _range_map(x: jax.Array, low: float = 0.0, high: float = 255.0) -> jax.Array:
+    """Per element ``relu(low − x)² + relu(x − high)²`` (:func:`jaxblend.losses.range_loss`)."""
+    return jax.nn.relu(low - x) ** 2 + jax.nn.relu(x - high) ** 2
+
+
+def _grad_err(cfg: StageConfig, image: jax.Array, guide: jax.Array) -> jax.Array:
+    """``(D(I) − guide)²`` per element, ``D`` the stage's operator (edge replication)."""
+    d = losses.laplacian if cfg.operator == "laplacian" else losses.forward_differences
+    return (d(image) - guide) ** 2
+
+
+def _per_pixel(err: jax.Array, w: jax.Array) -> jax.Array:
+    """``Σ`` over an element map's trailing axes, weighted per pixel by ``w`` (``H x W``)."""
+    return jnp.sum(err.reshape(err.shape[0], err.shape[1], -1), axis=-1) * w
+
+
 def prepare(
     cfg: StageConfig,
     spec: Any,
@@ -331,6 +373,8 @@ def prepare(
     params: Any,
     target: jax.Array,
     mask: jax.Array,
+    guide: jax.Array,
+    band: jax.Array | None,
     target_feats: dict,
     ref_feats: dict,
     *,
@@ -338,10 +382,18 @@ def prepare(
 ) -> WindowData:
     """A job's window constants, once per job.
 
+    Pixel terms: ``R_0`` is :func:`valid` for a 3 x 3 stencil (``s = lo = hi = 1``); a
+    pixel's Laplacian (or forward difference), TV differences and range penalty change
+    only within 1 px of the box, inside ``R_0``. Past the canvas's end the window repeats
+    the last row/column, so the stencils see the canvas's edge replication there (and TV
+    differences across the end are 0); the VGG pass zeroes those pixels anyway.
+
     Args:
       cfg, spec, geom: static: the stage, the network (``VGGSpec``) and the window shape.
       params: VGG parameters.
       target, mask: the job's ``H x W x 3`` canvas and ``H x W`` mask.
+      guide: the gradient term's guidance field (:func:`jaxblend.losses.guidance`).
+      band: the gradient term's ``H x W`` pixel weights, or ``None`` (unweighted mean).
       target_feats: the target's full-canvas features of the content and style layers.
       ref_feats: the content reference's full-canvas features (content layers).
       masked: whether the content term is masked (Eq. 7) or not (Eq. 9).
@@ -349,8 +401,25 @@ def prepare(
     hw = target.shape[:2]
     arch = spec.arch
     o = origin(geom, mask)
-    t_win = crop(target, geom, o)
-    m_win = crop(mask, geom, o)
+    t_win = crop(target, geom, o, mode="edge")
+    m_win = crop(mask, geom, o, mode="edge")
+    px_rf = (1, 1, 1)
+    r0 = [
+        valid(o[a] + jnp.arange(geom.size[a]), o[a], geom.size[a], hw[a], hw[a], px_rf)
+        for a in (0, 1)
+    ]
+    pixels = (r0[0][:, None] & r0[1][None, :]).astype(jnp.float32)
+    c0 = [valid(jnp.arange(hw[a]), o[a], geom.size[a], hw[a], hw[a], px_rf) for a in (0, 1)]
+    out0 = 1 - (c0[0][:, None] & c0[1][None, :]).astype(jnp.float32)
+    w = jnp.ones(hw, jnp.float32) if band is None else band
+    err_t = _grad_err(cfg, target, guide)
+    grad_out = jnp.sum(_per_pixel(err_t, w * out0))
+    per_px = err_t.size // (hw[0] * hw[1])
+    grad_norm = jnp.float32(err_t.size) if band is None else jnp.maximum(jnp.sum(w), 1.0) * per_px
+    g_win = crop(guide, geom, o, mode="edge")
+    gw = crop(w, geom, o, mode="edge") * pixels
+    tv_out = jnp.sum(_per_pixel(_tv_map(target), out0))
+    range_out = jnp.sum(_per_pixel(_range_map(target), out0))
     layers = _terms_layers(cfg)
     tw = window_features(spec, params, t_win, layers, o, hw)
     region = {n: _region_2d(geom, o, hw, arch, n, window_grid=True) for n in layers}
@@ -361,7 +430,7 @@ def prepare(
     c_out, c_mask, c_ref = {}, {}, {}
     for n in c_layers:
         t, r = target_feats[n], ref_feats[n]
-        ml = resize_mask(mask, t.shape[:2]) if masked else jnp.ones(t.shape[:2], jnp.float32)
+        ml = losses.resize_mask(mask, t.shape[:2]) if masked else jnp.ones(t.shape[:2], jnp.float32)
         c_out[n] = jnp.sum((((t - r) * ml[..., None]) ** 2) * outside[n][..., None])
         s = receptive_field(arch, n)[0]
         mw = crop(ml, geom, o, s) * region[n]
@@ -371,23 +440,47 @@ def prepare(
     if cfg.style and cfg.style_object:
         for n in s_layers:
             t = target_feats[n]
-            w = resize_mask(mask, t.shape[:2])
+            w = losses.resize_mask(mask, t.shape[:2])
             o_out[n] = _sum_outer(t, w * outside[n])
             o_w[n] = crop(w, geom, o, receptive_field(arch, n)[0]) * region[n]
             o_norm[n] = t.shape[-1] * jnp.maximum(jnp.sum(w), 1e-6)
-    return WindowData(o, t_win, m_win, region, gram_in, c_out, c_mask, c_ref, o_out, o_w, o_norm)
+    return WindowData(
+        o, t_win, m_win, pixels, g_win, gw, grad_out, grad_norm, tv_out, range_out,
+        region, gram_in, c_out, c_mask, c_ref, o_out, o_w, o_norm,
+    )  # fmt: skip
 
 
-def blend_features(
-    spec: Any, params: Any, x: jax.Array, wd: WindowData, layers: tuple[str, ...], canvas
-) -> dict[str, jax.Array]:
-    """Window features of the blend ``I_B`` for the iterate ``x`` (full ``H x W x 3``)."""
+def blend_window(x: jax.Array, wd: WindowData) -> jax.Array:
+    """The window of the blend ``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)`` for the iterate ``x``
+    (full ``H x W x 3``), edge-replicated past the canvas's end."""
     geom = Geometry((wd.mask.shape[0], wd.mask.shape[1]), 1, 0)
-    # o + L <= N + S - 1 and S <= 32 (VGG has five pools): 32 zeros past the end suffice.
-    xw = crop(x, geom, wd.origin, pad=32)
+    # o + L <= N + S - 1 and S <= 32 (VGG has five pools): 32 rows past the end suffice.
+    xw = crop(x, geom, wd.origin, pad=32, mode="edge")
     m = wd.mask[..., None]
-    blend = xw * m + wd.target * (1 - m)
-    return window_features(spec, params, blend, layers, wd.origin, canvas)
+    return xw * m + wd.target * (1 - m)
+
+
+def pixel_terms(
+    cfg: StageConfig, blend: jax.Array, wd: WindowData, canvas: tuple[int, int]
+) -> dict[str, jax.Array]:
+    """The whole canvas's gradient (Eq. 6), TV (Eq. 12) and range terms from the blend's
+    window (:func:`blend_window`), unweighted:
+
+    * ``grad = (Σ_{p∉R_0} w_p e_T(p) + Σ_{p∈R_0} w_p e_B(p)) / n``, ``e = ‖D(I) − guide‖²``,
+      ``n`` = ``H·W·C`` (unweighted mean) or ``max(Σ w, 1)·C``;
+    * ``tv = Σ_{p∉R_0} tv_T(p) + Σ_{p∈R_0} tv_B(p)`` (forward differences per pixel);
+    * ``range = (Σ_{p∉R_0} ρ(I_T(p)) + Σ_{p∈R_0} ρ(I_B(p))) / (H·W·C)``.
+    """
+    out = {}
+    if cfg.grad:
+        err = _per_pixel(_grad_err(cfg, blend, wd.guide), wd.grad_weight)
+        out["grad"] = (wd.grad_out + jnp.sum(err)) / wd.grad_norm
+    if cfg.tv:
+        out["tv"] = wd.tv_out + jnp.sum(_per_pixel(_tv_map(blend), wd.pixels))
+    if cfg.range:
+        inside = jnp.sum(_per_pixel(_range_map(blend), wd.pixels))
+        out["range"] = (wd.range_out + inside) / (canvas[0] * canvas[1] * blend.shape[-1])
+    return out
 
 
 def content_loss(

@@ -137,6 +137,16 @@ def test_object_style_and_unmasked_content(vgg, shallow_geom):
         _assert_same(full, win)
 
 
+def test_banded_first_order_mixed_gradient_term(vgg, shallow_geom):
+    """The gradient term with a band weight, the first-order operator and mixed guidance."""
+    cfg = dataclasses.replace(SHALLOW, band=2, operator="gradient", mixed=True, tv=1.0)
+    m = jnp.asarray(MASKS["bottom-right-border"])
+    t, s, dx = _images((H, W), seed=4)
+    full = _value_and_grad(cfg, None)(vgg.params, t, m, s, dx)
+    win = _value_and_grad(cfg, shallow_geom)(vgg.params, t, m, s, dx)
+    _assert_same(full, win)
+
+
 @pytest.mark.parametrize("where", ["middle", "right-border"])
 def test_default_stage1_layers_to_relu4_3(vgg, where):
     """The default stage 1 (content relu2_2 + relu3_3, style relu1_2..relu4_3, stride 8,
