@@ -15,7 +15,7 @@ put on a plain white background, cropped to the glasses and saved as JPEG
 
 Writes the three pictures and ``commands.txt`` (each command and what it
 printed on stdout) into ``--out``; the commands run in a temporary folder. The
-blend runs the default budgets (40 + 60 evaluations) unless ``--steps`` says otherwise.
+blend runs the default budgets (40 + 50 evaluations) unless ``--steps`` says otherwise.
 """
 
 from __future__ import annotations
