@@ -68,7 +68,9 @@ def _box(mask) -> tuple[int, int]:
     return int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
 
 
-def _measure(cfg, spec, params, t, s, m, geom, repeats):
+def _build(cfg, spec, params, t, s, m, geom):
+    """The compiled evaluation of one job (window ``geom`` or the full canvas), its
+    arguments, compile seconds and XLA's memory estimate."""
     import jax
     import jax.numpy as jnp
 
@@ -87,20 +89,24 @@ def _measure(cfg, spec, params, t, s, m, geom, repeats):
         mem = int(ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes)
     except Exception:  # noqa: BLE001 - no memory analysis on this backend
         mem = None
-    jax.block_until_ready(compiled(x, data))  # warm-up
-    times, value = [], None
+    v, _ = jax.block_until_ready(compiled(x, data))  # warm-up
+    return {"run": lambda: compiled(x, data), "compile_s": compile_s, "memory_bytes": mem,
+            "value": float(v), "runs": []}  # fmt: skip
+
+
+def _time_all(entries: list[dict], repeats: int) -> None:
+    """``repeats`` rounds, each evaluating every entry once (in alternation, so a load
+    change on a shared machine hits all of them alike); median seconds per entry."""
+    import jax
+
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        v, g = jax.block_until_ready(compiled(x, data))
-        times.append(time.perf_counter() - t0)
-        value = float(v)
-    return {
-        "seconds": float(np.median(times)),
-        "runs": times,
-        "compile_s": compile_s,
-        "memory_bytes": mem,
-        "value": value,
-    }
+        for e in entries:
+            t0 = time.perf_counter()
+            jax.block_until_ready(e["run"]())
+            e["runs"].append(time.perf_counter() - t0)
+    for e in entries:
+        e["seconds"] = float(np.median(e["runs"]))
+        del e["run"]
 
 
 def main(argv=None) -> int:
@@ -116,15 +122,15 @@ def main(argv=None) -> int:
     ap.add_argument("--object", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--full-max", type=int, default=1024)
+    ap.add_argument("--note", default="", help="a remark for the report (e.g. machine load)")
     a = ap.parse_args(argv)
     vgg = load_vgg()
     spec = vgg_spec(vgg, "float32")
     cfg = STAGE1
     info = hardware.device_info()
-    rows = []
+    rows, entries = [], []
     for size in a.sizes:
-        jobs = _jobs(size, a.object)
-        for name, (t, s, m) in jobs.items():
+        for name, (t, s, m) in _jobs(size, a.object).items():
             t, s, m = (jnp.asarray(v, jnp.float32) for v in (t, s, m))
             auto = window.plan(cfg, vgg.arch, np.asarray(m))
             geom = window.plan(cfg, vgg.arch, np.asarray(m), max_fraction=1.0)
@@ -136,18 +142,24 @@ def main(argv=None) -> int:
                 "window_share": geom.size[0] * geom.size[1] / size**2 if geom else 1.0,
                 "auto": "window" if auto else "full",
             }
-            row["windowed"] = _measure(cfg, spec, vgg.params, t, s, m, geom, a.repeats)
+            row["windowed"] = _build(cfg, spec, vgg.params, t, s, m, geom)
+            entries.append(row["windowed"])
             if size <= a.full_max:
-                full = _measure(cfg, spec, vgg.params, t, s, m, None, a.repeats)
-                row["full"] = full
-                rel = abs(row["windowed"]["value"] - full["value"]) / abs(full["value"])
-                row["value_rel_diff"] = rel
-                row["speedup"] = full["seconds"] / row["windowed"]["seconds"]
-            row["auto_seconds"] = (
-                row["windowed"]["seconds"] if auto else row.get("full", {}).get("seconds")
-            )
+                row["full"] = _build(cfg, spec, vgg.params, t, s, m, None)
+                entries.append(row["full"])
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(f"compiled {size}² {name}", flush=True)
+    _time_all(entries, a.repeats)
+    for row in rows:
+        w = row["windowed"]
+        if "full" in row:
+            f = row["full"]
+            row["value_rel_diff"] = abs(w["value"] - f["value"]) / abs(f["value"])
+            row["speedup"] = f["seconds"] / w["seconds"]
+        row["auto_seconds"] = (
+            w["seconds"] if row["auto"] == "window" else row.get("full", {}).get("seconds")
+        )
+        print(json.dumps(row), flush=True)
     date = dt.date.today().isoformat()
     stem = f"window-cost-{info['jax_backend']}-{date}"
     out = ROOT / "bench" / "results"
@@ -178,11 +190,14 @@ def main(argv=None) -> int:
     md = [
         f"# Windowed stage-1 evaluation cost ({date})",
         "",
-        f"`{cmd.strip()}` on {info['device']} ({info['cpu_count']} cores; another long "
-        "benchmark shared the machine, so absolute seconds are noisy). Default stage 1 "
+        f"`{cmd.strip()}` on {info['device']} ({info['cpu_count']} cores)"
+        + (f"; {a.note}" if a.note else "")
+        + ". Default stage 1 "
         "(content relu2_2+relu3_3, style relu1_2..relu4_3, normalised), one value and "
-        f"gradient, jitted, median of {a.repeats} after compilation. Memory: XLA's memory "
-        "analysis of the compiled evaluation (arguments + temporaries + outputs).",
+        f"gradient, jitted, median of {a.repeats} rounds after compilation (each round runs "
+        "every program once, in alternation). Memory: XLA's memory analysis of the compiled "
+        "evaluation (arguments + temporaries + outputs). `auto`: what the solver runs by "
+        "default (the window only below 60% of the canvas).",
         "",
         "| canvas | object | box (px) | window | window/canvas | auto | full s | window s "
         "| full / window | full MiB | window MiB | value rel. diff |",
