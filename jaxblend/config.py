@@ -30,6 +30,7 @@ SOLVERS = ("jaxopt", "optax", "lbfgs", "torch")
 OPERATORS = ("laplacian", "gradient")
 REGIONS = ("mask", "image")
 STYLE_IMAGES = ("blend", "iterate")
+CONTENT_IMAGES = ("blend", "masked")
 PRECISIONS = ("auto", "float32", "bfloat16", "tf32")
 
 
@@ -84,6 +85,15 @@ class StageConfig:
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
         rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
+      content_image: how the content term reads the object: ``"blend"`` (the
+        composite's features, masked at each layer: Eq. 7, averaged over the canvas) or
+        ``"masked"`` (the authors' code: ``VGG(I_B ⊙ M)`` against ``VGG(I_ref ⊙ M)`` — the
+        image masked *before* the network, the object on black — with the squared
+        differences averaged over the source's box, not the canvas: the authors
+        average over their source-sized crop, so their term is ``canvas / box`` times
+        the canvas mean; the box is the bounding box of the pixels where the pasted
+        source differs from the target). ``"masked"`` costs a VGG pass of its own
+        unless the style term reads the iterate (``style_image="iterate"``).
       window: in a ``region="mask"`` stage, evaluate the VGG terms on a window around the
         mask's bounding box (plus the receptive field of the deepest layer used) instead
         of the whole canvas, combined with the target's features elsewhere: the same
@@ -112,6 +122,7 @@ class StageConfig:
     style_object: float = 0.0
     style_stop: float = 0.0
     style_image: str = "blend"
+    content_image: str = "blend"
     window: bool = True
 
     def __post_init__(self) -> None:
@@ -135,6 +146,11 @@ class StageConfig:
         validate.number(self.smooth, "smooth", 0.0, 1000.0)
         validate.number(self.style_object, "style_object", 0.0, 1.0)
         validate.number(self.style_stop, "style_stop", 0.0, 1.0)
+        if self.content_image not in CONTENT_IMAGES:
+            raise InputError(
+                f"content_image must be one of {', '.join(CONTENT_IMAGES)}; "
+                f"got {self.content_image!r}"
+            )
         if self.style_image not in STYLE_IMAGES:
             raise InputError(
                 f"style_image must be one of {', '.join(STYLE_IMAGES)}; got {self.style_image!r}"

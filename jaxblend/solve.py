@@ -66,6 +66,7 @@ class StageData(NamedTuple):
     scale: dict  # per-job term scales ({} unless cfg.normalize): see StageConfig.normalize
     band: jax.Array  # H x W weights of the gradient term (ones unless cfg.band)
     object_grams: dict  # layer -> Gram of the matched target features ({} unless style_object)
+    content_box: jax.Array = 1.0  # canvas / source box area (content_image="masked"), else 1
     window: Any = None  # window_mod.WindowData: the exact windowed objective (None: full)
 
 
@@ -136,7 +137,9 @@ def prepare(
     c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
     s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
     h_layers = tuple(n for n, _ in cfg.hist_layers) if cfg.hist else ()
-    ref = _features(spec, params, content_ref, c_layers)
+    m3 = mask[..., None]
+    as_masked = cfg.content_image == "masked"
+    ref = _features(spec, params, content_ref * m3 if as_masked else content_ref, c_layers)
     t_layers = set(s_layers) | set(h_layers)
     if cfg.normalize or window is not None:
         t_layers |= set(c_layers)
@@ -179,8 +182,13 @@ def prepare(
                 for n in s_layers
             }
         m = mask if masked else None
+        if as_masked:
+            # The scene itself through the same mask, against the reference.
+            tmf, m = _features(spec, params, target * m3, c_layers), None
+        else:
+            tmf = tf
         scale["content"] = {
-            n: jnp.maximum(losses.content_loss(tf, ref, m, weights={n: 1.0}), tiny)
+            n: jnp.maximum(losses.content_loss(tmf, ref, m, weights={n: 1.0}), tiny)
             for n in c_layers
         }
     wd = None
@@ -190,7 +198,25 @@ def prepare(
             tf, ref, masked=masked,
         )  # fmt: skip
         ref = {}  # the window keeps what it needs (its crop and the sum outside it)
-    return StageData(params, target, mask, guide, ref, grams, srt, scale, band, o_grams, wd)
+    box = source_box_fraction(source, target) if as_masked else jnp.float32(1.0)
+    return StageData(
+        params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, wd
+    )
+
+
+def source_box_fraction(source: jax.Array, target: jax.Array) -> jax.Array:
+    """Share of the canvas the pasted source's box covers: the bounding box of the pixels
+    where ``source`` (the source pasted on the target) differs from ``target``."""
+    d = jnp.any(source != target, axis=-1)
+
+    def extent(v):
+        n = v.shape[0]
+        first = jnp.argmax(v)
+        last = n - 1 - jnp.argmax(v[::-1])
+        return jnp.where(jnp.any(v), last - first + 1, n)
+
+    h, w = d.shape
+    return extent(jnp.any(d, axis=1)) * extent(jnp.any(d, axis=0)) / jnp.float32(h * w)
 
 
 def loss_terms(
@@ -210,8 +236,17 @@ def loss_terms(
         # The authors' stage 1: the style term reads the optimised canvas itself.
         blend = stage_image(cfg, x, data.target, data.mask)
         other = dataclasses.replace(cfg, style=0.0).layers()
-        feats = _features(spec, data.params, blend, other)
+        seen = blend * data.mask[..., None] if cfg.content_image == "masked" else blend
+        feats = _features(spec, data.params, seen, other)
         style_feats = _features(spec, data.params, x, tuple(n for n, _ in cfg.style_layers))
+    elif cfg.content and cfg.content_image == "masked":
+        # The authors' content: the object on black through VGG, a pass of its own.
+        blend = stage_image(cfg, x, data.target, data.mask)
+        c_names = tuple(n for n, _ in cfg.content_layers)
+        rest = dataclasses.replace(cfg, content=0.0).layers()
+        feats = _features(spec, data.params, blend, rest)
+        feats.update(_features(spec, data.params, blend * data.mask[..., None], c_names))
+        style_feats = feats
     else:
         blend = stage_image(cfg, x, data.target, data.mask)
         feats = _features(spec, data.params, blend, cfg.layers())
@@ -233,6 +268,8 @@ def loss_terms(
         cw = {n: (a / (c_sum * sc["content"][n]) if sc else a) for n, a in cfg.content_layers}
         if wd is not None:
             c = window_mod.content_loss(feats, wd, hw, spec.arch, weights=cw)
+        elif cfg.content_image == "masked":
+            c = data.content_box * losses.content_loss(feats, data.content_ref, weights=cw)
         else:
             c = losses.content_loss(
                 feats, data.content_ref, data.mask if masked else None, weights=cw
@@ -380,7 +417,7 @@ def programs(
     adv = functools.partial(advance, cfg, spec, masked, kind, history)
     terms = functools.partial(loss_terms, cfg, spec, masked=masked)
     if batched:
-        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job

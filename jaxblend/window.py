@@ -143,12 +143,14 @@ def level_shape(hw: tuple[int, int], arch: str, layer: str) -> tuple[int, int]:
 def windowable(cfg: StageConfig) -> bool:
     """Whether a stage's objective can be computed exactly on a window (see module doc):
     ``window`` on, ``region="mask"``, no histogram term, the style term (if any) on the
-    composite, and at least one VGG term (otherwise there is nothing to save)."""
+    composite, the content term (if any) on the composite's features, and at least one VGG
+    term (otherwise there is nothing to save)."""
     return bool(
         cfg.window
         and cfg.region == "mask"
         and not cfg.hist
         and (not cfg.style or cfg.style_image == "blend")
+        and (not cfg.content or cfg.content_image == "blend")
         and _terms_layers(cfg)
     )
 

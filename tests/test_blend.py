@@ -328,6 +328,45 @@ def test_style_image_iterate_reads_the_canvas_outside_the_mask(vgg, job):
         dataclasses.replace(base, style_image="canvas")
 
 
+def test_masked_content_is_the_authors_crop_mean(case1, vgg):
+    """content_image="masked" is the authors' content term: VGG of the source-sized crop
+    of the blend times the mask against VGG of the source times the mask, the mean over
+    the crop's features (computed here on the crop itself, as their code does). The
+    object lies far enough inside the box that the crop's zero padding does not reach it."""
+    import dataclasses
+
+    import jax.numpy as jnp
+    from PIL import Image
+
+    from jaxblend.solve import VGGSpec, composite, programs, source_box_fraction
+
+    src = Image.open(case1 / "source.png").convert("RGB").resize((40, 40))
+    yy, xx = np.mgrid[:40, :40]
+    disc = (((yy - 20) ** 2 + (xx - 21) ** 2) <= 64).astype(np.float32) * 255
+    job = place(np.asarray(src, np.float32), case1 / "target.png", disc,
+                center=(30, 34), canvas=64, source_size=40)  # fmt: skip
+    t, s, m = (jnp.asarray(a) for a in (job.target, job.source, job.mask))
+    top, left, h, w = job.placement
+    assert float(source_box_fraction(s, t)) == pytest.approx(h * w / 64**2)
+    cfg = dataclasses.replace(
+        BlendConfig().stage1, normalize=False, grad=0.0, style=0.0, range=0.0, content=1.0,
+        content_layers=(("relu2_2", 1.0),), content_image="masked",
+    )  # fmt: skip
+    p = programs(cfg, VGGSpec(), True, "lbfgs", 5, False)
+    data = p.prepare(vgg.params, t, m, s, composite(s, t, m))
+    x = t + 30.0 * jnp.sin(jnp.arange(64.0))[:, None, None]  # some iterate
+    got = float(p.terms(x, data)["content"])
+    box = (slice(top, top + h), slice(left, left + w))
+    crop_m = m[box][..., None]
+    mine = vgg.features(composite(x, t, m)[box] * crop_m, ["relu2_2"])["relu2_2"]
+    ref = vgg.features(s[box] * crop_m, ["relu2_2"])["relu2_2"]
+    want = float(jnp.mean((mine - ref) ** 2))
+    assert want > 0
+    assert got == pytest.approx(want, rel=1e-4)
+    with pytest.raises(jaxblend.InputError, match="content_image"):
+        dataclasses.replace(cfg, content_image="crop")
+
+
 def test_object_style_term_is_one_at_the_naive_paste_and_batches(case1, vgg, job):
     """style_object: the object's Gram against its matched target features, normalised to
     1.0 at the naive paste like the whole-image term; a stack equals single runs."""
