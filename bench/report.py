@@ -16,7 +16,8 @@ the section takes. Sections are per platform, so a GPU run does not replace the 
 * ``quality`` / ``quality-authors``: ``bench/quality.py`` (``--tag default`` /
   ``--preset authors --tag authors``);
 * ``pipeline`` / ``pipeline-gpu``: ``bench/pipeline.py`` (``pipeline-cpu-*`` /
-  ``pipeline-gpu-*``).
+  ``pipeline-gpu-*``);
+* ``window``: ``bench/window_cost.py`` (``window-cost-cpu-*``).
 
 Every figure in those sections therefore comes from a results file, with its device and date.
 """
@@ -46,6 +47,7 @@ SECTIONS: dict[str, Callable[[str], bool]] = {
     "pipeline-gpu": lambda n: n.startswith("pipeline-gpu-"),
     "quality": lambda n: n.startswith("quality-default-"),
     "quality-authors": lambda n: n.startswith("quality-authors-"),
+    "window": lambda n: n.startswith("window-cost-cpu-"),
     "eval-cost": lambda n: n.startswith("eval-cost-cpu-"),
 }
 
