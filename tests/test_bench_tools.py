@@ -210,7 +210,8 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "compile-warmup-cpu-2026-12-02.md", "pipeline-cpu-2026-12-02.md",
         "quality-default-2026-12-01.md", "quality-default-2026-12-02.md",
         "quality-case1-default.png", "eval-cost-cpu-2026-12-02.md",
-        "quality-authors-2026-12-02.md",
+        "quality-authors-2026-12-02.md", "window-cost-cpu-2026-12-03.md",
+        "window-cost-cpu-2026-12-03.json",
     ]  # fmt: skip
     for n in names:
         (tmp_path / n).write_text(n)
@@ -231,6 +232,7 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "quality": "quality-default-2026-12-02.md",  # the tables, not the contact sheets
         "quality-authors": "quality-authors-2026-12-02.md",
         "eval-cost": "eval-cost-cpu-2026-12-02.md",
+        "window": "window-cost-cpu-2026-12-03.md",
     }
     (tmp_path / "case1-cpu-default-2026-11-27.md").write_text("x")
     for n in ("gpu-NVIDIA_H200-2026-11-26.md", "compile-cache-cpu-2026-11-26.md"):
