@@ -29,6 +29,7 @@ network, so not independent; kept for comparison with earlier results):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -355,7 +356,11 @@ def main(argv=None) -> int:
     ap.add_argument("--center", default="200,235")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--cases", nargs="*", default=None, help="development cases to run")
-    ap.add_argument("--set", default="{}", help="JSON of BlendConfig overrides")
+    ap.add_argument(
+        "--set",
+        default="{}",
+        help='JSON of BlendConfig overrides; "stage1"/"stage2" take a dict of that stage\'s fields',
+    )
     ap.add_argument("--preset", default=None, help="a named preset instead of the defaults")
     ap.add_argument("--tag", default="default")
     ap.add_argument("--out-dir", default=str(ROOT_RESULTS))
@@ -385,7 +390,11 @@ def main(argv=None) -> int:
         cfg = preset(a.preset)
     else:
         cfg = BlendConfig()
-    cfg = cfg.replace(canvas=a.canvas, **json.loads(a.set))
+    over = json.loads(a.set)
+    for stage in ("stage1", "stage2"):  # {"stage2": {"style": 300}}: fields of one stage
+        if isinstance(over.get(stage), dict):
+            over[stage] = dataclasses.replace(getattr(cfg, stage), **over[stage])
+    cfg = cfg.replace(canvas=a.canvas, **over)
     cases = [c for c in devset.CASES if not a.cases or c.name in a.cases]
     command = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     res = run_set(cases, cfg, a.canvas, a.tag, Path(a.out_dir))
