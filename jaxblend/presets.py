@@ -45,7 +45,10 @@ from jaxblend.errors import InputError
 
 __all__ = ["PRESETS", "preset"]
 
-_AUTHORS_STYLE = STYLE_LAYERS  # relu1_2, relu2_2, relu3_3, relu4_3 (their VGG16 layers)
+# relu1_2, relu2_2, relu3_3, relu4_3 (their VGG16 layers), weight 1/4 each: their style
+# loss is the *mean* of the four layers' Gram MSEs (``style_loss / len(...)`` in run.py),
+# ours a weighted sum.
+_AUTHORS_STYLE = tuple((n, 0.25) for n, _ in STYLE_LAYERS)
 _V01_STAGE1 = StageConfig(
     grad=3.0, content=1e-4, style=1.5e-3, tv=1e-6, range=1.0, steps=40,
     content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, hist_layers=HIST_LAYERS,
