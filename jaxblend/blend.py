@@ -31,7 +31,6 @@ from jaxblend.solve import (
     composite,
     evaluations,
     programs,
-    stage_image,
     stopped,
 )
 
@@ -81,6 +80,10 @@ AUTO_PRECISION = {
 }
 
 
+#: Above this many pixels a single job's Poisson start is solved on the mask's box only.
+LARGE_CANVAS = 2048 * 2048
+
+
 def resolve_precision(precision: str, platform: str | None = None) -> str:
     """The precision a run uses: ``precision`` itself, or for ``"auto"`` the
     :data:`AUTO_PRECISION` of ``platform`` (default: JAX's default backend, at call time).
@@ -122,6 +125,14 @@ def initial_image(
     if init == "poisson":
         from jaxblend.poisson import poisson_solve
 
+        if target.ndim == 3 and target.shape[0] * target.shape[1] > LARGE_CANVAS:
+            # One large canvas: solve on the mask's box plus its 1-px Dirichlet ring only
+            # (the same system; jaxblend.poisson.blend_job), pasted into the target.
+            from jaxblend import poisson
+            from jaxblend.io import Job
+
+            job = Job(*(np.asarray(a, np.float32) for a in (target, source, mask)), None)
+            return jnp.asarray(poisson.blend_job(job, mode="normal"))
         return poisson_solve(target, source, mask, mode="normal")  # a stack: one loop
     if init in ("noise", "randn"):
         seeds = jnp.atleast_1d(jnp.asarray(seed, jnp.uint32))
@@ -165,7 +176,8 @@ def _prepare_and_start(p: Programs) -> Callable:
 
     def prepare_and_start(params, x0, target, mask, source, content_ref):
         data = p.prepare(params, target, mask, source, content_ref)
-        return data, p.start(x0, data), p.terms(x0, data)
+        x = p.variable(x0, data)  # a windowed stage optimises its window only
+        return data, p.start(x, data), p.terms(x, data)
 
     return jax.jit(prepare_and_start)
 
@@ -215,7 +227,7 @@ def _run_stage(
                 }
             )
         if frames is not None:
-            frames.append(to_uint8(stage_image(cfg, carry.best_x, target, mask)))
+            frames.append(to_uint8(p.image(carry.best_x, data)))
         active = (now < budget) & finite & ~halted & (now > done)
         if cfg.style_stop and active.any():  # one VGG forward pass per chunk
             styled = np.atleast_1d(np.asarray(p.terms(carry.best_x, data)["style"]))
@@ -235,7 +247,7 @@ def _run_stage(
         )
     if not batched:
         done, ok = done[0], ok[0]
-    return stage_image(cfg, x, target, mask), done, t0, t1, ok
+    return p.image(x, data), done, t0, t1, ok
 
 
 def stage2_reference(config: BlendConfig, naive: Any, stage1: Any) -> tuple[Any, bool]:
@@ -381,7 +393,8 @@ def blend(
 
     Raises:
       InputError: bad inputs, placement or settings, or a canvas whose estimated memory
-        exceeds the device's (checked before the images are laid out).
+        exceeds the device's (checked once the images are laid out, with the mask: a
+        stage that runs on a window needs the window's share).
 
     Example:
       >>> import jaxblend
@@ -389,12 +402,8 @@ def blend(
       >>> r.image.shape
       (512, 512, 3)
     """
-    from jaxblend import validate
-    from jaxblend.io import canvas_shape
-
     config = _config(config)
     vgg = resolve_vgg(vgg, config)
-    validate.blend_memory(config, canvas_shape(target, config.canvas), vgg)
     job = place(
         source, target, mask, center=center, canvas=config.canvas,
         source_size=config.source_size, value_range=value_range,
@@ -442,7 +451,7 @@ def blend_job(
         raise InputError(f"blend_job takes a Job from jaxblend.place(), got {type(job).__name__}")
     config = _config(config)
     vgg = resolve_vgg(vgg, config)
-    validate.blend_memory(config, job.target.shape[:2], vgg)
+    validate.blend_memory(config, job.target.shape[:2], vgg, mask=job.mask)
     fr: list | None = [] if frames else None
     out = run_stages(config, vgg, job.target, job.source, job.mask, progress=progress, frames=fr)
     img = np.asarray(out["image"])

@@ -60,6 +60,17 @@ class StageConfig:
         is the target, bit for bit) or ``"image"`` (every pixel, as the authors' stage 2:
         the scene around the object may move a little so the object need not absorb the
         whole style difference alone).
+      reach: in a ``region="image"`` stage, how far from the object the scene may change,
+        as a multiple of the mask's bounding-box long side ``ℓ``: only the rectangle ``R``
+        = the box grown by ``g = ⌊reach·ℓ + ½⌋`` px on every side (clipped to the canvas)
+        changes, with a smooth ramp to zero over its last ``min(16, g)`` px
+        (:func:`jaxblend.window.region_weight`): the stage's image is ``W ⊙ x + (1 − W) ⊙
+        I_T``, so the target stays bit for bit outside ``R`` and no rectangular seam can
+        form. A bounded region is what lets stage 2 run on a window
+        (:mod:`jaxblend.window`) on canvases much larger than the object; at 512² with
+        the development cases ``R`` covers the whole canvas, so nothing changes there.
+        ``0`` = the whole canvas (the iterate itself, unbounded). Ignored when
+        ``region="mask"``.
       style_object: share of the style term given to the object's own statistics, from 0
         (the paper: the Gram matrices of the whole image against the target's) to 1 (only
         the object's). The object's part compares the Gram matrix of the blend's features
@@ -124,6 +135,7 @@ class StageConfig:
     style_image: str = "blend"
     content_image: str = "blend"
     window: bool = True
+    reach: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range"):
@@ -146,6 +158,7 @@ class StageConfig:
         validate.number(self.smooth, "smooth", 0.0, 1000.0)
         validate.number(self.style_object, "style_object", 0.0, 1.0)
         validate.number(self.style_stop, "style_stop", 0.0, 1.0)
+        validate.number(self.reach, "reach", 0.0, 1000.0)
         if self.content_image not in CONTENT_IMAGES:
             raise InputError(
                 f"content_image must be one of {', '.join(CONTENT_IMAGES)}; "

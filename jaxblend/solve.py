@@ -102,9 +102,14 @@ def composite(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def stage_image(cfg: StageConfig, x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-    """The image a stage's iterate stands for: the composite (``region="mask"``) or the
-    iterate itself (``region="image"``: every pixel is optimised, as the authors' stage 2)."""
-    return x if cfg.region == "image" else composite(x, target, mask)
+    """The image a stage's full-canvas iterate stands for: ``W ⊙ x + (1 − W) ⊙ I_T`` with
+    ``W`` the mask (``region="mask"``: the composite) or, for a bounded ``region="image"``
+    stage (``reach > 0``), the rectangle's weight :func:`jaxblend.window.region_weight`
+    (1 on the object's box, 0 far from it); the iterate itself for ``region="image"`` with
+    ``reach=0`` (every pixel is optimised, as the authors' stage 2)."""
+    if cfg.region == "image" and not cfg.reach:
+        return x
+    return composite(x, target, window_mod.region_weight(cfg, mask))
 
 
 def prepare(
@@ -133,6 +138,9 @@ def prepare(
         :func:`jaxblend.window.plan`): the VGG terms are then evaluated on it, exactly;
         ``None``: on the whole canvas.
     """
+    if window is not None:
+        return _prepare_windowed(cfg, spec, params, target, mask, source, content_ref,
+                                 masked=masked, window=window)  # fmt: skip
     guide = losses.guidance(source, target, mask, operator=cfg.operator, mixed=cfg.mixed)
     c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
     s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
@@ -191,16 +199,96 @@ def prepare(
             n: jnp.maximum(losses.content_loss(tmf, ref, m, weights={n: 1.0}), tiny)
             for n in c_layers
         }
-    wd = None
-    if window is not None:
-        wd = window_mod.prepare(
-            cfg, spec, window, params, target, mask, guide, band if cfg.band else None,
-            tf, ref, masked=masked,
-        )  # fmt: skip
-        ref = {}  # the window keeps what it needs (its crop and the sum outside it)
     box = source_box_fraction(source, target) if as_masked else jnp.float32(1.0)
     return StageData(
-        params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, wd
+        params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, None
+    )
+
+
+def _prepare_windowed(
+    cfg: StageConfig,
+    spec: VGGSpec,
+    params,
+    target: jax.Array,
+    mask: jax.Array,
+    source: jax.Array,
+    content_ref: jax.Array,
+    *,
+    masked: bool,
+    window: window_mod.Geometry,
+) -> StageData:
+    """:func:`prepare` for the windowed objective, without full-canvas feature maps.
+
+    The target's Grams come tile by tile (:func:`jaxblend.window.canvas_grams`; one pass
+    when the canvas fits a tile). The normalising scales are the full canvas's, from the
+    window: the naive paste ``N`` equals the target outside the mask, so ``G_l[N] − G_l[I_T]
+    = (Σ_{R_l} n_p n_pᵀ − Σ_{R_l} t_p t_pᵀ)/n_l``; the masked content scale is ``Σ_{R_l}
+    ‖(t_p − r_p) M_l‖² / n_l`` (``M_l = 0`` outside ``R_l``). Full-canvas features are
+    computed only for what reads them everywhere: the unmasked content term (Eq. 9) and
+    the ``style_object`` match.
+    """
+    guide = losses.guidance(source, target, mask, operator=cfg.operator, mixed=cfg.mixed)
+    c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
+    s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
+    hw = target.shape[:2]
+    full: dict = {}
+    if c_layers and not masked:
+        full["target"] = _features(spec, params, target, c_layers)
+        full["ref"] = _features(spec, params, content_ref, c_layers)
+    if s_layers and cfg.style_object:
+        full.setdefault("target", {}).update(_features(spec, params, target, s_layers))
+        full.setdefault("ref", {}).update(_features(spec, params, content_ref, s_layers))
+    if not s_layers:
+        grams = {}
+    elif hw[0] <= window_mod.TILE and hw[1] <= window_mod.TILE:
+        tf = _features(spec, params, target, s_layers)
+        grams = {n: losses.gram(tf[n]) for n in s_layers}
+    else:
+        grams = window_mod.canvas_grams(spec, params, target, s_layers)
+    band = losses.boundary_band(mask, cfg.band) if cfg.band else jnp.ones(hw, jnp.float32)
+    wd, wf = window_mod.prepare(
+        cfg, spec, window, params, target, mask, guide, band if cfg.band else None,
+        content_ref, full, masked=masked,
+    )  # fmt: skip
+    o_grams: dict = {}
+    if s_layers and cfg.style_object:
+        tf, rf = full["target"], full["ref"]
+        deepest = min(s_layers, key=lambda n: tf[n].shape[0])
+        match = losses.match_positions(rf[deepest], tf[deepest])
+        coarse = tf[deepest].shape[:2]
+        for n in s_layers:
+            picked = losses.matched_features(tf[n], match, coarse)
+            o_grams[n] = losses.masked_gram(picked, losses.resize_mask(mask, picked.shape[:2]))
+    scale: dict = {}
+    if cfg.normalize:
+        naive = composite(source, target, mask)
+        tiny = jnp.float32(1e-12)
+        scale["grad"] = jnp.maximum(
+            losses.gradient_loss(naive, guide, operator=cfg.operator, weight=band), tiny
+        )
+        scale["tv"] = jnp.maximum(losses.tv_loss(naive), tiny)
+        naive_w = window_mod.blend_window(source, wd._replace(mask=window_mod.crop(
+            mask, window, wd.origin, mode="edge")))  # fmt: skip
+        nf = window_mod.window_features(spec, params, naive_w, s_layers, wd.origin, hw)
+        scale["style"] = {}
+        for n in s_layers:
+            h, w = window_mod.level_shape(hw, spec.arch, n)
+            d = window_mod._sum_outer(nf[n], wd.region[n]) - wd.gram_in[n]
+            scale["style"][n] = jnp.maximum(jnp.mean((d / (h * w * nf[n].shape[-1])) ** 2), tiny)
+        if o_grams:
+            scale["style_object"] = {
+                n: jnp.maximum(
+                    window_mod.object_style_loss(nf, wd, o_grams, weights={n: 1.0}), tiny
+                )  # fmt: skip
+                for n in s_layers
+            }
+        tw = wf["target"]
+        scale["content"] = {
+            n: jnp.maximum(window_mod.content_loss(tw, wd, hw, spec.arch, weights={n: 1.0}), tiny)
+            for n in c_layers
+        }
+    return StageData(
+        params, target, mask, guide, {}, grams, {}, scale, band, o_grams, jnp.float32(1.0), wd
     )
 
 
@@ -384,13 +472,37 @@ def stopped(kind: str, carry: Carry) -> jax.Array:
     return jnp.zeros_like(carry.best_value, bool)
 
 
+def to_variable(cfg: StageConfig, x: jax.Array, data: StageData) -> jax.Array:
+    """The optimised variable for the full-canvas start ``x``: in a windowed stage (and
+    ``smooth=0``) the window's crop (:func:`jaxblend.window.variable`), so the solver's
+    state — ``2·history + 4`` vectors — has the window's size, not the canvas's; else
+    ``x``. The objective gives zero gradient outside the window, so L-BFGS takes the same
+    steps either way (to round-off)."""
+    if data.window is not None and not cfg.smooth:
+        return window_mod.variable(x, data.window)
+    return x
+
+
+def full_image(cfg: StageConfig, x: jax.Array, data: StageData) -> jax.Array:
+    """The stage's ``H x W x 3`` image for the iterate ``x`` (the canvas, or the window of
+    :func:`to_variable`): :func:`stage_image`, or the window's image pasted into the
+    target (:func:`jaxblend.window.full_image`)."""
+    if data.window is not None:
+        return window_mod.full_image(x, data.window, data.target)
+    return stage_image(cfg, x, data.target, data.mask)
+
+
 class Programs(NamedTuple):
-    """The compiled programs of one stage configuration (single job or stacked jobs)."""
+    """The compiled programs of one stage configuration (single job or stacked jobs):
+    ``variable(x0, data)`` (:func:`to_variable`) and ``image(x, data)``
+    (:func:`full_image`) besides the solver's."""
 
     prepare: Any
     start: Any
     advance: Any
     terms: Any
+    variable: Any = None
+    image: Any = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -416,10 +528,16 @@ def programs(
     st = functools.partial(start, cfg, spec, masked, kind, history)
     adv = functools.partial(advance, cfg, spec, masked, kind, history)
     terms = functools.partial(loss_terms, cfg, spec, masked=masked)
+    var = functools.partial(to_variable, cfg)
+    img = functools.partial(full_image, cfg)
     if batched:
         d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job
         terms = jax.vmap(lambda x, d, f=terms: f(x, d), in_axes=(0, d_axes))
-    return Programs(jax.jit(prep), jax.jit(st), jax.jit(adv), jax.jit(terms))
+        var = jax.vmap(var, in_axes=(0, d_axes))
+        img = jax.vmap(img, in_axes=(0, d_axes))
+    return Programs(
+        jax.jit(prep), jax.jit(st), jax.jit(adv), jax.jit(terms), jax.jit(var), jax.jit(img)
+    )

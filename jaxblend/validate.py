@@ -276,6 +276,28 @@ def _ref_shape(h: int, w: int, side: int) -> tuple[int, int]:
     return max(8, round(h * s)), max(8, round(w * s))
 
 
+#: Bytes per canvas pixel a windowed blend still holds for the whole canvas (target,
+#: source, mask, guidance, band, starts and results: about twenty float32 planes, x 3).
+CANVAS_BYTES_PER_PIXEL = 256
+
+
+def _solved_pixels(cfg: Any, vgg: Any, mask: Any) -> int:
+    """The largest number of pixels a stage's VGG pass runs on: a windowed stage's window
+    area (:func:`jaxblend.window.plan`), else the canvas's."""
+    import numpy as np
+
+    from jaxblend import window
+
+    m = np.asarray(mask)
+    arch = getattr(vgg, "arch", "vgg16")
+    stages = [cfg.stage1] + ([cfg.stage2] if getattr(cfg, "stage2_enabled", True) else [])
+    out = 0
+    for st in stages:
+        geom = window.plan(st, arch, m)
+        out = max(out, m.shape[-2] * m.shape[-1] if geom is None else geom.size[0] * geom.size[1])
+    return out
+
+
 def blend_memory(
     cfg: Any,
     shape_hw: tuple[int, int],
@@ -284,6 +306,7 @@ def blend_memory(
     device: Any = None,
     stack: int = 1,
     option: str = "--canvas",
+    mask: Any = None,
 ) -> None:
     """Refuse a deep blend whose estimated memory exceeds what the device has free.
 
@@ -295,6 +318,9 @@ def blend_memory(
     the generous bound :data:`QUICK_BYTES_PER_PIXEL` does not already show that the job
     fits, so an ordinary canvas costs nothing. ``vgg`` may be a loader (called only when
     measuring). ``stack``: jobs solved together, each needing the per-job bytes.
+    ``mask``: the job's ``H x W`` canvas mask, when known: stages that run on a window
+    (:func:`jaxblend.window.plan`) need the bytes per pixel of the window's area only, plus
+    :data:`CANVAS_BYTES_PER_PIXEL` of the canvas for its constant arrays.
     """
     import jax
 
@@ -305,7 +331,10 @@ def blend_memory(
     have = _available_bytes(dev)
     history = int(getattr(cfg, "history", 10))
     px = h * w
-    if px * (QUICK_BYTES_PER_PIXEL + 48 * history) * stack <= have:
+    canvas_bytes = 0
+    if mask is not None:
+        px, canvas_bytes = _solved_pixels(cfg, vgg, mask), CANVAS_BYTES_PER_PIXEL * h * w
+    if (px * (QUICK_BYTES_PER_PIXEL + 48 * history) + canvas_bytes) * stack <= have:
         return
     model = vgg if hasattr(vgg, "params") else vgg()
     base = cfg
@@ -315,7 +344,7 @@ def blend_memory(
     px_small, px_big = small[0] * small[1], big[0] * big[1]
     per_px = max((b_big - b_small) / max(px_big - px_small, 1), b_big / px_big / 4, 1.0)
     fixed = max(b_big - per_px * px_big, 0.0)
-    need = (fixed + per_px * px) * stack
+    need = (fixed + per_px * px + canvas_bytes) * stack
     if need <= have:
         return
     where = f"{dev.platform}:{getattr(dev, 'id', 0)}"

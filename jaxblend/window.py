@@ -40,11 +40,27 @@ neighbourhood is in it (:func:`pixel_terms`): the gradient term (Eq. 6, with its
 weights and either operator), TV (Eq. 12) and the range penalty, so an evaluation touches
 the full canvas only to crop the iterate and to scatter the gradient back.
 
+Bounded ``region="image"`` stages (``StageConfig.reach > 0``, the default stage 2) split
+the same way with the mask's box replaced by the rectangle ``R`` of pixels the stage may
+change (:func:`changed_box`: the box grown by ``g = ⌊reach·ℓ + ½⌋`` px, ``ℓ`` its long
+side, clipped to the canvas): the stage's image is ``I = W ⊙ x + (1 − W) ⊙ I_T`` with ``W``
+(:func:`region_weight`) 1 on the box, 0 outside ``R`` and a smoothstep ramp over ``R``'s
+last ``min(16, g)`` px, so outside ``R`` it is the target — exactly what the window treats
+as constant — and the same sums hold with ``R_l`` now every position whose receptive field
+touches ``R``. The content term stays on the object (``M_l``, zero outside ``R_l``), the
+seam band on the object mask's edge.
+
+The masked content term needs nothing outside ``R_l``: ``M_l(j) > 0`` only where a mask
+pixel lies in ``[s·j, s·j + s)``, inside ``RF(j)``, so ``j ∈ R_l``. The target's Gram
+matrices themselves are computed tile by tile (:func:`canvas_grams`), so a prepare never
+holds a full-canvas feature map either (except for the unmasked content term and the
+``style_object`` match, which read the target's features everywhere).
+
 Terms that cannot be split this way fall back to the full objective, automatically
 (:func:`plan` returns ``None``): the histogram term (each value's rank among *all* the
 layer's positions changes, so it needs the whole feature map), the
-``style_image="iterate"`` style term (the iterate changes everywhere) and
-``region="image"`` stages (every pixel changes).
+``style_image="iterate"`` style term (the iterate changes everywhere) and unbounded
+``region="image"`` stages (``reach=0``: every pixel changes).
 
 Shapes are static, so ``L`` is rounded up to a bucket (a multiple of 64 px): jobs whose
 boxes fall in the same bucket — any positions — share one compiled program, and a stack of
@@ -54,6 +70,7 @@ Everything here takes one job; ``jax.vmap`` batches.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -69,6 +86,10 @@ from jaxblend.vgg import LAYERS, conv3x3, max_pool2, preprocess
 BUCKET = 64
 #: The window is used only when its area is below this share of the canvas's.
 MAX_FRACTION = 0.6
+#: Width (px) of the ramp at the edge of a bounded ``region="image"`` stage's rectangle.
+RAMP = 16
+#: Side (px) of the tiles :func:`canvas_grams` computes a large canvas's Grams on.
+TILE = 1024
 
 
 class Geometry(NamedTuple):
@@ -90,7 +111,7 @@ class WindowData(NamedTuple):
 
     origin: jax.Array  # int32 (2,): the window's top-left pixel on the canvas
     target: jax.Array  # L_y x L_x x 3: the target's window (edge-replicated past the canvas)
-    mask: jax.Array  # L_y x L_x (edge-replicated likewise)
+    mask: jax.Array  # L_y x L_x: the stage's pixel weight W (region_weight; edge-replicated)
     pixels: jax.Array  # L_y x L_x: 1 on R_0, the pixels whose pixel terms the window computes
     guide: jax.Array  # the guidance field's window (edge-replicated)
     grad_weight: jax.Array  # L_y x L_x: the gradient term's pixel weight ⊙ 1_{R_0}
@@ -140,14 +161,100 @@ def level_shape(hw: tuple[int, int], arch: str, layer: str) -> tuple[int, int]:
     return h, w
 
 
+def bounded(cfg: StageConfig) -> bool:
+    """Whether a ``region="image"`` stage changes only a rectangle ``R`` (``reach > 0``)."""
+    return cfg.region == "image" and cfg.reach > 0
+
+
+def _grow(reach: float, long_side):
+    """``g = ⌊reach·ℓ + ½⌋`` px (float32 arithmetic, host and traced alike)."""
+    if isinstance(long_side, (int, np.integer)):
+        return int(np.floor(np.float32(reach) * np.float32(long_side) + np.float32(0.5)))
+    g = jnp.floor(jnp.float32(reach) * long_side.astype(jnp.float32) + 0.5)
+    return g.astype(jnp.int32)
+
+
+def changed_box(cfg: StageConfig, mask: Any) -> tuple[jax.Array, jax.Array]:
+    """``(r₀, r₁)``, int32 ``(y, x)`` pairs: the rectangle ``[r₀, r₁)`` outside which a
+    stage's image is the target (traced; one ``H x W`` mask).
+
+    ``region="mask"``: the mask's bounding box ``[b₀, b₁)``; bounded ``region="image"``:
+    ``r₀ = max(b₀ − g, 0)``, ``r₁ = min(b₁ + g, N)`` with ``g = ⌊reach·ℓ + ½⌋``, ``ℓ =
+    max(b₁ − b₀)`` the box's long side; unbounded: the whole canvas. Empty mask: ``[0, 0)``.
+    """
+    m = jnp.asarray(mask) != 0
+    b0, b1 = [], []
+    for axis in (0, 1):
+        any_ = m.any(axis=1 - axis)
+        n = any_.shape[0]
+        has = any_.any()
+        b0.append(jnp.where(has, jnp.argmax(any_), 0))
+        b1.append(jnp.where(has, n - jnp.argmax(any_[::-1]), 0))
+    lo, hi = jnp.stack(b0).astype(jnp.int32), jnp.stack(b1).astype(jnp.int32)
+    if cfg.region == "image":
+        n = jnp.asarray(m.shape, jnp.int32)
+        if not cfg.reach:
+            return jnp.zeros(2, jnp.int32), n
+        g = _grow(cfg.reach, jnp.max(hi - lo))
+        lo, hi = jnp.maximum(lo - g, 0), jnp.minimum(hi + g, n)
+    return lo, hi
+
+
+def _smoothstep(t: jax.Array) -> jax.Array:
+    return t * t * (3 - 2 * t)
+
+
+def region_weight(cfg: StageConfig, mask: jax.Array) -> jax.Array:
+    """The stage's ``H x W`` pixel weight ``W``: its image is ``W ⊙ x + (1 − W) ⊙ I_T``.
+
+    ``region="mask"``: the mask. Bounded ``region="image"``: ``W(y, x) = w_y(y)·w_x(x)``
+    with, per axis, ``w(i) = σ(min(t_lo(i), t_hi(i)))``, ``σ(t) = 3t² − 2t³``,
+    ``t_lo(i) = clip((i − r₀ + 1)/(ρ + 1), 0, 1)`` (1 for ``i ≥ 0`` when ``r₀ = 0``: no
+    ramp at the canvas's edge), ``t_hi(i) = clip((r₁ − i)/(ρ + 1), 0, 1)`` (1 for ``i <
+    N`` when ``r₁ = N``), ``ρ = min(RAMP, g)``: 0 outside ``R = [r₀, r₁)``, rising over its
+    last ``ρ`` px and 1 on the mask's box (which lies ``g ≥ ρ`` px inside). Unbounded
+    ``region="image"``: ones.
+    """
+    mask = jnp.asarray(mask, jnp.float32)
+    if cfg.region == "mask":
+        return mask
+    if not cfg.reach:
+        return jnp.ones_like(mask)
+    lo, hi = changed_box(cfg, mask)
+    box = changed_box(dataclasses.replace(cfg, region="mask"), mask)
+    rho = jnp.minimum(RAMP, _grow(cfg.reach, jnp.max(box[1] - box[0]))).astype(jnp.float32)
+    ws = []
+    for axis in (0, 1):
+        n = mask.shape[axis]
+        i = jnp.arange(n, dtype=jnp.float32)
+        r0, r1 = lo[axis].astype(jnp.float32), hi[axis].astype(jnp.float32)
+        t_lo = jnp.where(lo[axis] > 0, jnp.clip((i - r0 + 1) / (rho + 1), 0, 1), i >= r0)
+        t_hi = jnp.where(hi[axis] < n, jnp.clip((r1 - i) / (rho + 1), 0, 1), i < r1)
+        ws.append(_smoothstep(jnp.minimum(t_lo, t_hi).astype(jnp.float32)))
+    return ws[0][:, None] * ws[1][None, :]
+
+
+def _changed_box_np(cfg: StageConfig, m: np.ndarray, axis: int) -> tuple[int, int]:
+    """Host-side :func:`changed_box` along ``axis`` of one concrete mask, 1 px wider on
+    each side (float32 rounding of ``g`` may differ by one between host and device)."""
+    ext = [_box_1d(m.any(axis=1 - a)) for a in (0, 1)]
+    b0, b1 = ext[axis]
+    n = m.shape[axis]
+    if cfg.region != "image":
+        return b0, b1
+    g = _grow(cfg.reach, max(e[1] - e[0] for e in ext)) + 1
+    return max(b0 - g, 0), min(b1 + g, n)
+
+
 def windowable(cfg: StageConfig) -> bool:
     """Whether a stage's objective can be computed exactly on a window (see module doc):
-    ``window`` on, ``region="mask"``, no histogram term, the style term (if any) on the
-    composite, the content term (if any) on the composite's features, and at least one VGG
-    term (otherwise there is nothing to save)."""
+    ``window`` on, ``region="mask"`` or a bounded ``region="image"`` (``reach > 0``), no
+    histogram term, the style term (if any) on the composite, the content term (if any) on
+    the composite's features, and at least one VGG term (otherwise there is nothing to
+    save)."""
     return bool(
         cfg.window
-        and cfg.region == "mask"
+        and (cfg.region == "mask" or bounded(cfg))
         and not cfg.hist
         and (not cfg.style or cfg.style_image == "blend")
         and (not cfg.content or cfg.content_image == "blend")
@@ -182,8 +289,10 @@ def plan(
     Host-side, from the concrete mask: ``H x W`` for one job or ``N x H x W`` for a stack
     (then the window fits the largest box of the stack, each job keeping its own origin).
     Per axis ``L = min(⌈((b₁ − b₀) + 2m + S − 1) / q⌉·q, ⌈N/S⌉·S)`` with ``q`` the least
-    multiple of ``bucket`` and ``S``. ``None`` when the stage is not :func:`windowable`
-    or the window's area is not below ``max_fraction`` of the canvas's.
+    multiple of ``bucket`` and ``S``, ``[b₀, b₁)`` the :func:`changed_box` (the mask's
+    box, or the rectangle ``R`` of a bounded ``region="image"`` stage). ``None`` when the
+    stage is not :func:`windowable` or the window's area is not below ``max_fraction`` of
+    the canvas's.
 
     Args:
       cfg: the stage's configuration.
@@ -205,8 +314,7 @@ def plan(
     q = int(np.lcm(int(bucket), stride))
     size = []
     for axis in (0, 1):
-        any_ = m.any(axis=2 - axis)  # N x (H or W)
-        extent = max(b1 - b0 for b0, b1 in (_box_1d(a) for a in any_))
+        extent = max(b1 - b0 for b0, b1 in (_changed_box_np(cfg, mi, axis) for mi in m))
         need = extent + 2 * margin + stride - 1
         full = -(-hw[axis] // stride) * stride
         size.append(min(-(-need // q) * q, full))
@@ -215,19 +323,18 @@ def plan(
     return Geometry((size[0], size[1]), stride, margin)
 
 
-def origin(geom: Geometry, mask: jax.Array) -> jax.Array:
+def origin(geom: Geometry, mask: jax.Array, cfg: StageConfig | None = None) -> jax.Array:
     """The window's top-left pixel ``(o_y, o_x)`` for one ``H x W`` mask (traced; int32).
 
-    ``o = min(S·⌊max(b₀ − m, 0)/S⌋, S·⌈max(N − L, 0)/S⌉)`` per axis (module doc); an empty
-    mask gives the box ``[0, 0)``.
+    ``o = min(S·⌊max(b₀ − m, 0)/S⌋, S·⌈max(N − L, 0)/S⌉)`` per axis (module doc), ``b₀``
+    the start of ``cfg``'s :func:`changed_box` (default: the mask's box); an empty mask
+    gives the box ``[0, 0)``.
     """
-    m = jnp.asarray(mask) != 0
+    lo, _ = changed_box(cfg if cfg is not None else StageConfig(), mask)
     out = []
     for axis in (0, 1):
-        any_ = m.any(axis=1 - axis)
-        n = any_.shape[0]
-        has = any_.any()
-        b0 = jnp.where(has, jnp.argmax(any_), 0)
+        n = mask.shape[axis]
+        b0 = lo[axis]
         s, size = geom.stride, geom.size[axis]
         a = (jnp.maximum(b0 - geom.margin, 0) // s) * s
         out.append(jnp.minimum(a, -(-max(n - size, 0) // s) * s))
@@ -302,8 +409,10 @@ def window_features(
 
     The same network as :func:`jaxblend.vgg.features` (same dtype and precision as
     ``spec``: a :class:`jaxblend.solve.VGGSpec`), except that before each convolution the
-    activations at positions outside the canvas (``o/s + q ≥ n_level``) are set to zero —
-    the canvas's zero padding — so positions of :func:`valid` come out as on the canvas.
+    activations at positions outside the canvas (``o/s + q ∉ [0, n_level)``; ``o`` may be
+    negative, a multiple of the largest stride, for :func:`canvas_grams`'s tiles) are set
+    to zero — the canvas's zero padding — so positions of :func:`valid` come out as on the
+    canvas.
 
     Returns:
       layer -> float32 ``L_y/s x L_x/s x c``.
@@ -319,7 +428,8 @@ def window_features(
     out: dict[str, jax.Array] = {}
     for name in names[: deepest + 1]:
         if name.startswith("conv"):
-            ins = [o[a] // s + jnp.arange(h.shape[1 + a]) < n[a] for a in (0, 1)]
+            q = [o[a] // s + jnp.arange(h.shape[1 + a]) for a in (0, 1)]
+            ins = [(q[a] >= 0) & (q[a] < n[a]) for a in (0, 1)]
             inside = (ins[0][:, None] & ins[1][None, :]).astype(h.dtype)
             h = h * inside[None, :, :, None]
             p = inner[name]
@@ -368,6 +478,55 @@ def _per_pixel(err: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.sum(err.reshape(err.shape[0], err.shape[1], -1), axis=-1) * w
 
 
+def canvas_grams(
+    spec: Any, params: Any, image: jax.Array, layers: tuple[str, ...], *, tile: int = TILE
+) -> dict[str, jax.Array]:
+    """:func:`jaxblend.losses.gram` of ``image``'s features at ``layers``, the whole
+    canvas, exactly, computed tile by tile so that no full-canvas feature map is held.
+
+    The canvas is cut into cores ``[c, c + T)`` per axis (``T``: ``tile`` rounded up to a
+    multiple of the largest stride ``S``; ``c = 0, T, 2T, …``); each core's window ``[c −
+    p, c + T + p)``, ``p = S·⌈max_l max(lo_l, hi_l)/S⌉``, runs :func:`window_features`
+    (zero padding outside the canvas, also before it) and owns the positions ``j ∈ [c/s,
+    (c + T)/s) ∩ [0, n_l)`` of each layer: every position is owned once, and exactly
+    computed (``s·j − lo ≥ c − p`` and ``s·j + hi ≤ c + T + p − 1``). Then ``G_l = Σ_tiles
+    Σ_{owned} f_p f_pᵀ / (h_l w_l c_l)``. One VGG pass (``lax.map``) per tile.
+    """
+    hw = image.shape[:2]
+    arch = spec.arch
+    rfs = [receptive_field(arch, n) for n in layers]
+    big = max(s for s, _, _ in rfs)
+    pad = big * -(-max(max(lo, hi) for _, lo, hi in rfs) // big)
+    t = [big * -(-min(tile, n) // big) for n in hw]
+    size = (t[0] + 2 * pad, t[1] + 2 * pad)
+    padded = jnp.pad(image, [(pad, pad + t[0]), (pad, pad + t[1]), (0, 0)])
+    cores = np.array(
+        [(cy, cx) for cy in range(0, hw[0], t[0]) for cx in range(0, hw[1], t[1])], np.int32
+    )
+
+    def one(c):
+        win = jax.lax.dynamic_slice(padded, (c[0], c[1], 0), (*size, 3))
+        o = c - pad
+        f = window_features(spec, params, win, layers, o, hw)
+        out = {}
+        for n in layers:
+            s = receptive_field(arch, n)[0]
+            lvl = level_shape(hw, arch, n)
+            own = []
+            for a in (0, 1):
+                j = o[a] // s + jnp.arange(size[a] // s)
+                own.append((j >= c[a] // s) & (j < (c[a] + t[a]) // s) & (j < lvl[a]))
+            out[n] = _sum_outer(f[n], (own[0][:, None] & own[1][None, :]).astype(jnp.float32))
+        return out
+
+    sums = jax.lax.map(one, jnp.asarray(cores))
+    grams = {}
+    for n in layers:
+        h, w = level_shape(hw, arch, n)
+        grams[n] = jnp.sum(sums[n], axis=0) / (h * w * sums[n].shape[-1])
+    return grams
+
+
 def prepare(
     cfg: StageConfig,
     spec: Any,
@@ -377,34 +536,42 @@ def prepare(
     mask: jax.Array,
     guide: jax.Array,
     band: jax.Array | None,
-    target_feats: dict,
-    ref_feats: dict,
+    content_ref: jax.Array,
+    full_feats: dict,
     *,
     masked: bool,
-) -> WindowData:
-    """A job's window constants, once per job.
+) -> tuple[WindowData, dict]:
+    """A job's window constants, once per job; also the target's and the reference's
+    window features (``{"target": …, "ref": …}``, exact on ``R_l``) for the caller's
+    normalising scales.
 
     Pixel terms: ``R_0`` is :func:`valid` for a 3 x 3 stencil (``s = lo = hi = 1``); a
     pixel's Laplacian (or forward difference), TV differences and range penalty change
-    only within 1 px of the box, inside ``R_0``. Past the canvas's end the window repeats
-    the last row/column, so the stencils see the canvas's edge replication there (and TV
-    differences across the end are 0); the VGG pass zeroes those pixels anyway.
+    only within 1 px of the changed rectangle, inside ``R_0``. Past the canvas's end the
+    window repeats the last row/column, so the stencils see the canvas's edge replication
+    there (and TV differences across the end are 0); the VGG pass zeroes those pixels.
+
+    Content: the reference's features are computed on the window only (exact on ``R_l``);
+    the masked term's sum outside ``R_l`` is 0 (module doc), the unmasked one's reads
+    ``full_feats``.
 
     Args:
       cfg, spec, geom: static: the stage, the network (``VGGSpec``) and the window shape.
       params: VGG parameters.
-      target, mask: the job's ``H x W x 3`` canvas and ``H x W`` mask.
+      target, mask: the job's ``H x W x 3`` canvas and ``H x W`` (object) mask.
       guide: the gradient term's guidance field (:func:`jaxblend.losses.guidance`).
       band: the gradient term's ``H x W`` pixel weights, or ``None`` (unweighted mean).
-      target_feats: the target's full-canvas features of the content and style layers.
-      ref_feats: the content reference's full-canvas features (content layers).
+      content_ref: the content reference image (``H x W x 3``).
+      full_feats: ``{"target": …, "ref": …}`` full-canvas features, needed only for the
+        unmasked content term (content layers, both) and ``style_object`` (style layers,
+        the target's); otherwise empty.
       masked: whether the content term is masked (Eq. 7) or not (Eq. 9).
     """
     hw = target.shape[:2]
     arch = spec.arch
-    o = origin(geom, mask)
+    o = origin(geom, mask, cfg)
     t_win = crop(target, geom, o, mode="edge")
-    m_win = crop(mask, geom, o, mode="edge")
+    m_win = crop(region_weight(cfg, mask), geom, o, mode="edge")
     px_rf = (1, 1, 1)
     r0 = [
         valid(o[a] + jnp.arange(geom.size[a]), o[a], geom.size[a], hw[a], hw[a], px_rf)
@@ -425,41 +592,84 @@ def prepare(
     layers = _terms_layers(cfg)
     tw = window_features(spec, params, t_win, layers, o, hw)
     region = {n: _region_2d(geom, o, hw, arch, n, window_grid=True) for n in layers}
-    outside = {n: 1 - _region_2d(geom, o, hw, arch, n, window_grid=False) for n in layers}
     s_layers = tuple(n for n, _ in cfg.style_layers) if cfg.style else ()
     c_layers = tuple(n for n, _ in cfg.content_layers) if cfg.content else ()
     gram_in = {n: _sum_outer(tw[n], region[n]) for n in s_layers}
+    rw = window_features(spec, params, crop(content_ref, geom, o, mode="edge"), c_layers, o, hw)
     c_out, c_mask, c_ref = {}, {}, {}
     for n in c_layers:
-        t, r = target_feats[n], ref_feats[n]
-        ml = losses.resize_mask(mask, t.shape[:2]) if masked else jnp.ones(t.shape[:2], jnp.float32)
-        c_out[n] = jnp.sum((((t - r) * ml[..., None]) ** 2) * outside[n][..., None])
+        lvl = level_shape(hw, arch, n)
         s = receptive_field(arch, n)[0]
+        if masked:
+            ml = losses.resize_mask(mask, lvl)
+            c_out[n] = jnp.float32(0)  # M_l = 0 outside R_l (module doc)
+        else:
+            ml = jnp.ones(lvl, jnp.float32)
+            t, r = full_feats["target"][n], full_feats["ref"][n]
+            outside = 1 - _region_2d(geom, o, hw, arch, n, window_grid=False)
+            c_out[n] = jnp.sum(((t - r) ** 2) * outside[..., None])
         mw = crop(ml, geom, o, s) * region[n]
         c_mask[n] = mw
-        c_ref[n] = crop(r, geom, o, s) * mw[..., None]
+        c_ref[n] = rw[n] * mw[..., None]
     o_out, o_w, o_norm = {}, {}, {}
     if cfg.style and cfg.style_object:
         for n in s_layers:
-            t = target_feats[n]
+            t = full_feats["target"][n]
             w = losses.resize_mask(mask, t.shape[:2])
-            o_out[n] = _sum_outer(t, w * outside[n])
+            outside = 1 - _region_2d(geom, o, hw, arch, n, window_grid=False)
+            o_out[n] = _sum_outer(t, w * outside)
             o_w[n] = crop(w, geom, o, receptive_field(arch, n)[0]) * region[n]
             o_norm[n] = t.shape[-1] * jnp.maximum(jnp.sum(w), 1e-6)
-    return WindowData(
+    wd = WindowData(
         o, t_win, m_win, pixels, g_win, gw, grad_out, grad_norm, tv_out, range_out,
         region, gram_in, c_out, c_mask, c_ref, o_out, o_w, o_norm,
     )  # fmt: skip
+    return wd, {"target": tw, "ref": rw}
+
+
+def _as_window(x: jax.Array, wd: WindowData) -> jax.Array:
+    """The iterate's window: ``x`` itself when it is one (``L_y x L_x x 3``, the windowed
+    stages' optimised variable), else the crop of the full canvas ``x``."""
+    size = wd.mask.shape
+    if x.shape[:2] == size:
+        return x
+    geom = Geometry((size[0], size[1]), 1, 0)
+    # o + L <= N + S - 1 and S <= 32 (VGG has five pools): 32 rows past the end suffice.
+    return crop(x, geom, wd.origin, pad=32, mode="edge")
+
+
+def variable(x: jax.Array, wd: WindowData) -> jax.Array:
+    """The optimised variable of a windowed stage: the window of the full-canvas ``x``
+    (edge-replicated past the canvas's end). Outside it ``x`` has no effect on the
+    objective, so L-BFGS on the window takes the same steps as on the canvas."""
+    return _as_window(x, wd)
 
 
 def blend_window(x: jax.Array, wd: WindowData) -> jax.Array:
-    """The window of the blend ``I_B = I_Z ⊙ M + I_T ⊙ (1 − M)`` for the iterate ``x``
-    (full ``H x W x 3``), edge-replicated past the canvas's end."""
-    geom = Geometry((wd.mask.shape[0], wd.mask.shape[1]), 1, 0)
-    # o + L <= N + S - 1 and S <= 32 (VGG has five pools): 32 rows past the end suffice.
-    xw = crop(x, geom, wd.origin, pad=32, mode="edge")
+    """The window of the stage's image ``W ⊙ x + (1 − W) ⊙ I_T`` (``W``: the mask, or the
+    bounded region's :func:`region_weight`) for the iterate ``x``, full ``H x W x 3`` or
+    its window; edge-replicated past the canvas's end."""
+    xw = _as_window(x, wd)
     m = wd.mask[..., None]
     return xw * m + wd.target * (1 - m)
+
+
+def paste(canvas: jax.Array, win: jax.Array, o: jax.Array) -> jax.Array:
+    """``canvas`` with the window ``win`` written at ``o`` (its part on the canvas only):
+    ``lax.dynamic_update_slice`` on the canvas padded past its end, so a window running
+    past the end is neither clamped nor shifted."""
+    h, w = canvas.shape[:2]
+    py, px = win.shape[0], win.shape[1]
+    padded = jnp.pad(canvas, [(0, py), (0, px)] + [(0, 0)] * (canvas.ndim - 2))
+    start = (o[0], o[1]) + (0,) * (canvas.ndim - 2)
+    return jax.lax.dynamic_update_slice(padded, win.astype(canvas.dtype), start)[:h, :w]
+
+
+def full_image(x: jax.Array, wd: WindowData, target: jax.Array) -> jax.Array:
+    """The stage's whole-canvas image for the iterate ``x`` (window or canvas): the
+    target with :func:`blend_window` pasted at the window's origin (outside the window the
+    stage's image is the target)."""
+    return paste(target, blend_window(x, wd), wd.origin)
 
 
 def pixel_terms(
