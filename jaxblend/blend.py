@@ -402,8 +402,14 @@ def blend(
       >>> r.image.shape
       (512, 512, 3)
     """
+    from jaxblend import validate
+    from jaxblend.io import canvas_shape
+
     config = _config(config)
     vgg = resolve_vgg(vgg, config)
+    # Before the layout allocates the canvas: its arrays alone; blend_job checks the job
+    # with its mask.
+    validate.blend_memory(config, canvas_shape(target, config.canvas), vgg, at_least=True)
     job = place(
         source, target, mask, center=center, canvas=config.canvas,
         source_size=config.source_size, value_range=value_range,

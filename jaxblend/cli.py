@@ -607,7 +607,9 @@ def _cmd_blend(args: argparse.Namespace) -> int:
     try:
         shape = canvas_shape(args.target, cfg.canvas)  # the header only: nothing decoded
         vgg = load_vgg(args.vgg)  # before any progress line: a missing file is a one-line error
-        validate.blend_memory(cfg, shape, vgg)  # before the layout allocates the canvas
+        # Before the layout allocates the canvas (the arrays alone); run_blend checks the
+        # laid-out job again with its mask (a windowed stage needs its window's share).
+        validate.blend_memory(cfg, shape, vgg, at_least=True)
         job = _layout(args, cfg.canvas, cfg.source_size)
         bar.phase(f"loaded weights: {args.vgg} ({vgg.arch})")
         result = run_blend(job, config=cfg, vgg=vgg, progress=bar, frames=args.frames is not None)

@@ -268,7 +268,7 @@ def _prepare_windowed(
         )
         scale["tv"] = jnp.maximum(losses.tv_loss(naive), tiny)
         naive_w = window_mod.blend_window(source, wd._replace(mask=window_mod.crop(
-            mask, window, wd.origin, mode="edge")))  # fmt: skip
+            mask, window, wd.origin, mode="edge")), hw)  # fmt: skip
         nf = window_mod.window_features(spec, params, naive_w, s_layers, wd.origin, hw)
         scale["style"] = {}
         for n in s_layers:
@@ -316,7 +316,7 @@ def loss_terms(
     px: dict = {}
     if wd is not None:
         # The exact windowed objective (jaxblend.window): every term from the window.
-        blend = window_mod.blend_window(x, wd)
+        blend = window_mod.blend_window(x, wd, hw)
         feats = window_mod.window_features(spec, data.params, blend, cfg.layers(), wd.origin, hw)
         style_feats = feats
         px = window_mod.pixel_terms(cfg, blend, wd, hw)

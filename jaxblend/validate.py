@@ -307,6 +307,7 @@ def blend_memory(
     stack: int = 1,
     option: str = "--canvas",
     mask: Any = None,
+    at_least: bool = False,
 ) -> None:
     """Refuse a deep blend whose estimated memory exceeds what the device has free.
 
@@ -320,7 +321,9 @@ def blend_memory(
     measuring). ``stack``: jobs solved together, each needing the per-job bytes.
     ``mask``: the job's ``H x W`` canvas mask, when known: stages that run on a window
     (:func:`jaxblend.window.plan`) need the bytes per pixel of the window's area only, plus
-    :data:`CANVAS_BYTES_PER_PIXEL` of the canvas for its constant arrays.
+    :data:`CANVAS_BYTES_PER_PIXEL` of the canvas for its constant arrays. ``at_least``:
+    only refuse a canvas whose arrays alone (:data:`CANVAS_BYTES_PER_PIXEL`) do not fit —
+    the check before the layout, when the mask (and so the window) is not known yet.
     """
     import jax
 
@@ -331,6 +334,17 @@ def blend_memory(
     have = _available_bytes(dev)
     history = int(getattr(cfg, "history", 10))
     px = h * w
+    if at_least:
+        need = CANVAS_BYTES_PER_PIXEL * px * stack
+        if need <= have:
+            return
+        side = max(8, int(max(h, w) * math.sqrt(have / need)))
+        raise InputError(
+            f"a {h}x{w} canvas needs about {_fmt_bytes(need)} for its arrays alone "
+            f"({CANVAS_BYTES_PER_PIXEL} bytes per pixel), more than the {_fmt_bytes(have)} "
+            f"{dev.platform}:{getattr(dev, 'id', 0)} has free; lower the canvas ({option}) "
+            f"to {side} or less"
+        )
     canvas_bytes = 0
     if mask is not None:
         px, canvas_bytes = _solved_pixels(cfg, vgg, mask), CANVAS_BYTES_PER_PIXEL * h * w

@@ -627,12 +627,17 @@ def prepare(
     return wd, {"target": tw, "ref": rw}
 
 
-def _as_window(x: jax.Array, wd: WindowData) -> jax.Array:
-    """The iterate's window: ``x`` itself when it is one (``L_y x L_x x 3``, the windowed
-    stages' optimised variable), else the crop of the full canvas ``x``."""
+def _as_window(x: jax.Array, wd: WindowData, canvas: tuple[int, int]) -> jax.Array:
+    """The iterate's window: the crop of the full canvas ``x``, or for a window-sized
+    ``x`` (``L_y x L_x x 3``, the windowed stages' optimised variable) ``x`` with the rows
+    and columns past the canvas's end replaced by its last one on the canvas — the edge
+    replication the full canvas's stencils see — so those entries are no free variables
+    (zero gradient) and the last row's gradient collects what its copies receive."""
     size = wd.mask.shape
     if x.shape[:2] == size:
-        return x
+        iy = jnp.minimum(jnp.arange(size[0]), canvas[0] - 1 - wd.origin[0])
+        ix = jnp.minimum(jnp.arange(size[1]), canvas[1] - 1 - wd.origin[1])
+        return x[iy][:, ix]
     geom = Geometry((size[0], size[1]), 1, 0)
     # o + L <= N + S - 1 and S <= 32 (VGG has five pools): 32 rows past the end suffice.
     return crop(x, geom, wd.origin, pad=32, mode="edge")
@@ -642,14 +647,14 @@ def variable(x: jax.Array, wd: WindowData) -> jax.Array:
     """The optimised variable of a windowed stage: the window of the full-canvas ``x``
     (edge-replicated past the canvas's end). Outside it ``x`` has no effect on the
     objective, so L-BFGS on the window takes the same steps as on the canvas."""
-    return _as_window(x, wd)
+    return _as_window(x, wd, x.shape[:2])
 
 
-def blend_window(x: jax.Array, wd: WindowData) -> jax.Array:
+def blend_window(x: jax.Array, wd: WindowData, canvas: tuple[int, int]) -> jax.Array:
     """The window of the stage's image ``W ⊙ x + (1 − W) ⊙ I_T`` (``W``: the mask, or the
     bounded region's :func:`region_weight`) for the iterate ``x``, full ``H x W x 3`` or
-    its window; edge-replicated past the canvas's end."""
-    xw = _as_window(x, wd)
+    its window, on a ``canvas`` (``(H, W)``); edge-replicated past the canvas's end."""
+    xw = _as_window(x, wd, canvas)
     m = wd.mask[..., None]
     return xw * m + wd.target * (1 - m)
 
@@ -669,7 +674,7 @@ def full_image(x: jax.Array, wd: WindowData, target: jax.Array) -> jax.Array:
     """The stage's whole-canvas image for the iterate ``x`` (window or canvas): the
     target with :func:`blend_window` pasted at the window's origin (outside the window the
     stage's image is the target)."""
-    return paste(target, blend_window(x, wd), wd.origin)
+    return paste(target, blend_window(x, wd, target.shape[:2]), wd.origin)
 
 
 def pixel_terms(

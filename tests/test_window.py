@@ -374,6 +374,10 @@ def test_bounded_stage2_unmasked_content_and_window_variable(vgg, bounded_geom):
     np.testing.assert_allclose(
         np.asarray(gw)[:ly, :lx], np.asarray(gcrop)[:ly, :lx], atol=1e-4 * np.abs(gf).max()
     )
+    assert ly < bounded_geom.size[0] or lx < bounded_geom.size[1]  # runs past the end
+    past = np.ones(bounded_geom.size, bool)
+    past[:ly, :lx] = False
+    assert (np.asarray(gw)[past] == 0).all()  # edge copies, no free variables
     np.testing.assert_array_equal(
         np.asarray(full_image(BOUNDED, xw, data)), np.asarray(stage_image(BOUNDED, x, t, m))
     )
