@@ -7,7 +7,9 @@ The case: case4's target (``../shared/examples/case4``, or the copy shipped in
 ``jaxblend/examples``) upsampled to ``--width`` x ``--height`` with PIL bicubic; case4's
 source and mask resized so that the object's long side is ``--object`` px, its centre at
 case4's placement scaled to the canvas (the authors' (382, 320) on 512). The default
-configuration (:class:`jaxblend.BlendConfig`, ``canvas`` = the long side), through the
+configuration (:class:`jaxblend.BlendConfig`, ``canvas`` = the long side) with stage 2's
+region bounded (``--reach``, default 1; the library's default 0 repaints the whole canvas),
+through the
 public :func:`jaxblend.blend`: stage 1 runs on the window of the mask's box, stage 2 on the
 window of its bounded rectangle ``R`` (``StageConfig.reach``). Peak memory is the
 process's maximum resident set (``resource.getrusage``). Writes
@@ -19,6 +21,7 @@ final, and the object at 1:1 from the naive paste, stage 1 and the final).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import resource
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--object", type=int, default=400)
     ap.add_argument("--steps1", type=int, default=None)
     ap.add_argument("--steps2", type=int, default=None)
+    ap.add_argument(
+        "--reach", type=float, default=1.0, help="stage 2's StageConfig.reach (0: whole canvas)"
+    )
     ap.add_argument("--note", default="")
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     target, source, mask, center, source_size = build(args.width, args.height, args.object)
     config = jaxblend.BlendConfig(canvas=max(args.width, args.height), source_size=source_size)
+    config = config.replace(stage2=dataclasses.replace(config.stage2, reach=args.reach))
     if args.steps1 or args.steps2:
         config = config.replace(
             steps1=args.steps1 or config.stage1.steps, steps2=args.steps2 or config.stage2.steps
