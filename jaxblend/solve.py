@@ -160,11 +160,7 @@ def prepare(
         # positions to the target's at the deepest style layer, once per job.
         deepest = min(s_layers, key=lambda n: tf[n].shape[0])
         rf = ref if deepest in ref else _features(spec, params, content_ref, (deepest,))
-        match = losses.match_positions(rf[deepest], tf[deepest])
-        coarse = tf[deepest].shape[:2]
-        for n in s_layers:
-            picked = losses.matched_features(tf[n], match, coarse)
-            o_grams[n] = losses.masked_gram(picked, losses.resize_mask(mask, picked.shape[:2]))
+        o_grams = _object_grams(s_layers, tf, rf, mask)
     if cfg.band:
         band = losses.boundary_band(mask, cfg.band)
     else:
@@ -176,10 +172,7 @@ def prepare(
         # distance of the scene itself from the reference.
         naive = composite(source, target, mask)
         tiny = jnp.float32(1e-12)
-        scale["grad"] = jnp.maximum(
-            losses.gradient_loss(naive, guide, operator=cfg.operator, weight=band), tiny
-        )
-        scale["tv"] = jnp.maximum(losses.tv_loss(naive), tiny)
+        scale.update(_pixel_scales(cfg, naive, guide, band, tiny))
         nf = _features(spec, params, naive, s_layers)
         scale["style"] = {
             n: jnp.maximum(jnp.mean((losses.gram(nf[n]) - grams[n]) ** 2), tiny) for n in s_layers
@@ -252,21 +245,12 @@ def _prepare_windowed(
     )  # fmt: skip
     o_grams: dict = {}
     if s_layers and cfg.style_object:
-        tf, rf = full["target"], full["ref"]
-        deepest = min(s_layers, key=lambda n: tf[n].shape[0])
-        match = losses.match_positions(rf[deepest], tf[deepest])
-        coarse = tf[deepest].shape[:2]
-        for n in s_layers:
-            picked = losses.matched_features(tf[n], match, coarse)
-            o_grams[n] = losses.masked_gram(picked, losses.resize_mask(mask, picked.shape[:2]))
+        o_grams = _object_grams(s_layers, full["target"], full["ref"], mask)
     scale: dict = {}
     if cfg.normalize:
         naive = composite(source, target, mask)
         tiny = jnp.float32(1e-12)
-        scale["grad"] = jnp.maximum(
-            losses.gradient_loss(naive, guide, operator=cfg.operator, weight=band), tiny
-        )
-        scale["tv"] = jnp.maximum(losses.tv_loss(naive), tiny)
+        scale.update(_pixel_scales(cfg, naive, guide, band, tiny))
         naive_w = window_mod.blend_window(source, wd._replace(mask=window_mod.crop(
             mask, window, wd.origin, mode="edge")), hw)  # fmt: skip
         nf = window_mod.window_features(spec, params, naive_w, s_layers, wd.origin, hw)
@@ -290,6 +274,30 @@ def _prepare_windowed(
     return StageData(
         params, target, mask, guide, {}, grams, {}, scale, band, o_grams, jnp.float32(1.0), wd
     )
+
+
+def _object_grams(s_layers: tuple, tf: dict, rf: dict, mask: jax.Array) -> dict:
+    """The object's own style targets (Luan et al. 2018): the reference's object positions
+    matched to the target's at the deepest style layer, the matched target features'
+    masked Gram per layer (``tf``/``rf``: target and reference features)."""
+    deepest = min(s_layers, key=lambda n: tf[n].shape[0])
+    match = losses.match_positions(rf[deepest], tf[deepest])
+    coarse = tf[deepest].shape[:2]
+    out = {}
+    for n in s_layers:
+        picked = losses.matched_features(tf[n], match, coarse)
+        out[n] = losses.masked_gram(picked, losses.resize_mask(mask, picked.shape[:2]))
+    return out
+
+
+def _pixel_scales(cfg: StageConfig, naive, guide, band, tiny) -> dict:
+    """The naive paste's gradient and TV terms: the pixel terms' per-job yardsticks."""
+    return {
+        "grad": jnp.maximum(
+            losses.gradient_loss(naive, guide, operator=cfg.operator, weight=band), tiny
+        ),
+        "tv": jnp.maximum(losses.tv_loss(naive), tiny),
+    }
 
 
 def source_box_fraction(source: jax.Array, target: jax.Array) -> jax.Array:
