@@ -778,10 +778,15 @@ def _available_bytes(device: Any) -> int:
     return 4 << 30
 
 
-def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
-    """Bytes one job adds to a stack: compile stage 1's iteration for a stack of one and
-    read XLA's memory analysis (arguments + temporaries, minus the shared parameters)."""
-    from jaxblend.blend import vgg_spec
+def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple, mask: Any = None) -> tuple[int, str]:
+    """Bytes one job adds to a stack: compile each stage's iteration for a stack of one
+    and read XLA's memory analysis (arguments + temporaries, minus the shared parameters);
+    the larger stage counts. With the job's ``mask`` (canvas ``H x W``) each stage's
+    program is the one the job runs, windowed where :func:`jaxblend.window.plan` finds a
+    window (a large canvas with a small object costs far less than its canvas); without
+    it, the full canvas's."""
+    from jaxblend import window
+    from jaxblend.blend import stage2_reference, vgg_spec
     from jaxblend.solve import programs
     from jaxblend.vgg import _needed_convs
 
@@ -790,35 +795,43 @@ def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple) -> tuple[int, str]:
     img = jax.ShapeDtypeStruct((1, h, w, 3), f32)
     msk = jax.ShapeDtypeStruct((1, h, w), f32)
     spec = vgg_spec(vgg, cfg.precision)
-    p = programs(cfg.stage1, spec, True, cfg.solver, cfg.history, True)
-    data = jax.eval_shape(p.prepare, vgg.params, img, msk, img, img)
-    carry = jax.eval_shape(p.start, img, data)
-    until = jax.ShapeDtypeStruct((1,), np.int32)  # a budget per job of the stack
-    # XLA drops the parameters the objective never reads (convolutions past the deepest
-    # layer used); subtract only those it keeps, which a stack of any size shares.
-    layers = cfg.stage1.layers()
-    used = _needed_convs(layers, vgg.arch)[1] if layers else ()
     tree = vgg.params.get("params", vgg.params)
-    param_bytes = sum(
-        x.size * x.dtype.itemsize for k in used for x in jax.tree_util.tree_leaves(tree[k])
-    )
+    stages = [(cfg.stage1, True)]
+    if cfg.stage2_enabled:
+        stages.append((cfg.stage2, stage2_reference(cfg, None, None)[1]))
+    until = jax.ShapeDtypeStruct((1,), np.int32)  # a budget per job of the stack
+    best = 0
     try:
-        m = p.advance.lower(carry, data, until).compile().memory_analysis()
-        total = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
-        return max(1, total - param_bytes), "measured"
+        for stage, masked in stages:
+            geom = None if mask is None else window.plan(stage, spec.arch, np.asarray(mask))
+            p = programs(stage, spec, masked, cfg.solver, cfg.history, True, geom)
+            data = jax.eval_shape(p.prepare, vgg.params, img, msk, img, img)
+            x = jax.eval_shape(p.variable, img, data)
+            carry = jax.eval_shape(p.start, x, data)
+            # XLA drops the parameters the objective never reads (convolutions past the
+            # deepest layer used); subtract only those it keeps, which a stack shares.
+            layers = stage.layers()
+            used = _needed_convs(layers, vgg.arch)[1] if layers else ()
+            param_bytes = sum(
+                x.size * x.dtype.itemsize for k in used for x in jax.tree_util.tree_leaves(tree[k])
+            )
+            m = p.advance.lower(carry, data, until).compile().memory_analysis()
+            total = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+            best = max(best, total - param_bytes)
+        return max(1, best), "measured"
     except Exception:  # noqa: BLE001 - no memory analysis on this backend
         acts = sum(h * w * 64 * 4 * 2 for _ in range(4))  # rough: a few block-1 activations
         return acts * 4 + 2 * cfg.history * h * w * 3 * 4, "estimated"
 
 
 def auto_batch_size(
-    cfg: BlendConfig, vgg: Any, shape: tuple, devices: Sequence
+    cfg: BlendConfig, vgg: Any, shape: tuple, devices: Sequence, mask: Any = None
 ) -> tuple[int, int, str]:
     """The largest stack that fits in half the free memory of a device (at most
     ``AUTO_CAP``), a multiple of the device count; also the per-job bytes and how they
     were found. On CPU the host devices share one RAM, and the stack is at most
     ``AUTO_CPU_STACK`` (or the device count): the cores, not memory, set the rate there."""
-    per_job, how = _per_job_bytes(cfg, vgg, shape)
+    per_job, how = _per_job_bytes(cfg, vgg, shape, mask)
     dev = devices[0]
     free = _available_bytes(dev) // 2
     if dev.platform == "cpu":  # memory is rarely the limit there: the cores are
@@ -1079,11 +1092,13 @@ def _run(jobs, out, config, me, n_proc, auto, size, workers, quiet, t_start) -> 
         vgg = load_vgg(config.network)
         if auto:
             cfg0 = job_config(config, todo[0])
+            mask0 = None
             try:
-                shape = _layout(todo[0], cfg0).target.shape
+                first = _layout(todo[0], cfg0)
+                shape, mask0 = first.target.shape, first.mask
             except Exception:  # noqa: BLE001 - that job fails later, with its reason
                 shape = (cfg0.canvas or 512, cfg0.canvas or 512, 3)
-            size, per_job, how = auto_batch_size(cfg0, vgg, shape, devices)
+            size, per_job, how = auto_batch_size(cfg0, vgg, shape, devices, mask0)
             say(
                 f"batch size auto: {size} jobs per stack ({how} {per_job / 2**20:.1f} MiB per "
                 f"job at {shape[0]}x{shape[1]}, {len(devices)} {devices[0].platform} devices)"

@@ -248,11 +248,15 @@ def _prepare_windowed(
         o_grams = _object_grams(s_layers, full["target"], full["ref"], mask)
     scale: dict = {}
     if cfg.normalize:
-        naive = composite(source, target, mask)
         tiny = jnp.float32(1e-12)
-        scale.update(_pixel_scales(cfg, naive, guide, band, tiny))
         naive_w = window_mod.blend_window(source, wd._replace(mask=window_mod.crop(
             mask, window, wd.origin, mode="edge")), hw)  # fmt: skip
+        # The naive paste is the target outside the window, so its whole-canvas gradient
+        # and TV terms (_pixel_scales) come from its window too: no full-canvas temporaries.
+        px = window_mod.pixel_terms(
+            dataclasses.replace(cfg, grad=1.0, tv=1.0, range=0.0), naive_w, wd, hw
+        )
+        scale.update({k: jnp.maximum(px[k], tiny) for k in ("grad", "tv")})
         nf = window_mod.window_features(spec, params, naive_w, s_layers, wd.origin, hw)
         scale["style"] = {}
         for n in s_layers:

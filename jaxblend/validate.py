@@ -263,9 +263,11 @@ def _measured(cfg: Any, vgg: Any, ref: tuple[int, int]) -> tuple[int, str]:
     and shape: one small compile each)."""
     from jaxblend.batch import _per_job_bytes
 
-    # What the measurement depends on: stage 1's terms, the solver and the arithmetic.
+    # What the measurement depends on: the stages' terms, the solver and the arithmetic.
     stage = dataclasses.replace(cfg.stage1, steps=1)
-    key = (stage, cfg.solver, cfg.history, cfg.precision, id(vgg.params), vgg.arch, ref)
+    stage2 = dataclasses.replace(cfg.stage2, steps=1) if cfg.stage2_enabled else None
+    key = (stage, stage2, cfg.stage2_content, cfg.solver, cfg.history, cfg.precision,
+           id(vgg.params), vgg.arch, ref)  # fmt: skip
     if key not in _MEASURED:
         _MEASURED[key] = _per_job_bytes(cfg, vgg, (*ref, 3))
     return _MEASURED[key]
@@ -311,8 +313,9 @@ def blend_memory(
 ) -> None:
     """Refuse a deep blend whose estimated memory exceeds what the device has free.
 
-    The estimate is :func:`jaxblend.batch._per_job_bytes` (XLA's memory analysis of stage
-    1's compiled iteration, the per-job figure ``--batch-size auto`` uses), measured on two
+    The estimate is :func:`jaxblend.batch._per_job_bytes` (XLA's memory analysis of each
+    stage's compiled iteration, the larger; the per-job figure ``--batch-size auto``
+    uses), measured on two
     small canvases of the same aspect (long sides ``MEASURE_SIDE / 2`` and
     :data:`MEASURE_SIDE`) and extended linearly in the pixel count (a fixed part plus bytes
     per pixel: 3.8 kB per pixel with the default settings on CPU). It is measured only when
@@ -369,7 +372,7 @@ def blend_memory(
     if stack > 1:
         fix += " or the batch size (--batch-size)"
     raise InputError(
-        f"a {h}x{w} canvas needs about {_fmt_bytes(need)}{jobs} (stage 1: "
+        f"a {h}x{w} canvas needs about {_fmt_bytes(need)}{jobs} ("
         f"{per_px / 1024:.1f} KiB per pixel, {how} at {big[0]}x{big[1]} and {small[0]}x"
         f"{small[1]}), more than the {_fmt_bytes(have)} {where} has free; {fix}"
     )

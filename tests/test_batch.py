@@ -301,6 +301,30 @@ def test_auto_batch_size_from_measured_per_job_bytes(vgg):
     assert auto_batch_size(CFG, vgg, (32, 32, 3), huge)[0] == AUTO_CAP
 
 
+def test_per_job_bytes_counts_the_window_a_small_object_runs_on(vgg, monkeypatch):
+    """With the job's mask, the per-job bytes are those of the windowed program the job
+    runs (a small object on its canvas: far less than the canvas's program)."""
+    import functools
+
+    from jaxblend import window
+    from jaxblend.batch import _per_job_bytes
+
+    cfg = BlendConfig(
+        stage1=StageConfig(grad=1.0, content=1.0, style=1.0, steps=2, style_layers=SHALLOW,
+                           content_layers=(("relu2_2", 1.0),)),
+        stage2_enabled=False, canvas=64, init="noise",
+    )  # fmt: skip
+    monkeypatch.setattr(window, "plan", functools.partial(window.plan, bucket=8))
+    m = np.zeros((64, 64), np.float32)
+    m[30:34, 30:34] = 1
+    geom = window.plan(cfg.stage1, "vgg16", m)
+    assert geom is not None and geom.size[0] * geom.size[1] <= 0.4 * 64 * 64
+    full, _ = _per_job_bytes(cfg, vgg, (64, 64, 3))
+    win, how = _per_job_bytes(cfg, vgg, (64, 64, 3), m)
+    assert how == "measured"
+    assert win < 0.6 * full
+
+
 def test_cli_batch_size_auto_runs_and_reports(images, tmp_path):
     m = _manifest(images, _jobs(images, 2), name="auto.jsonl")
     cmd = [sys.executable, "-m", "jaxblend", "batch", str(m), "--out-dir", str(tmp_path),

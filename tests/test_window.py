@@ -435,3 +435,41 @@ def test_canvas_grams_tile_by_tile(vgg):
     for n in layers:
         np.testing.assert_allclose(np.asarray(got[n]), np.asarray(ref[n]), rtol=2e-4,
                                    atol=1e-6 * np.abs(np.asarray(ref[n])).max())  # fmt: skip
+
+
+@pytest.mark.parametrize("rows", [1, 7, 16, 61, 100])
+def test_strip_sum_equals_the_whole_canvas_sum(rows):
+    """strip_sum over strips with halo rows = the sum of the map on the whole canvas, for
+    the Laplacian error, TV and range maps, strips that do not divide the canvas."""
+    t, s, _ = _images((H, W), seed=4)
+    t = t * 1.2 - 20  # some values out of range
+    w = jnp.asarray(np.random.default_rng(5).uniform(0, 1, (H, W)), jnp.float32)
+    cfg = dataclasses.replace(SHALLOW, operator="laplacian")
+    guide = jaxblend.losses.laplacian(s)
+    cases = [
+        (functools.partial(window._grad_err, cfg), (t, guide)),
+        (window._tv_map, (t,)),
+        (window._range_map, (t,)),
+    ]
+    for fn, images in cases:
+        want = float(np.sum(np.asarray(window._per_pixel(fn(*images), w), np.float64)))
+        got = float(window.strip_sum(fn, images, w, rows=rows))
+        np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+def test_crop_gathers_the_window_like_a_padded_slice():
+    """crop (row/column gathers) = slicing the canvas padded past its end with zeros or
+    edge copies (NumPy), at origins inside the canvas and running past its end."""
+    img = np.random.default_rng(6).uniform(0, 1, (H, W, 3)).astype(np.float32)
+    geom = window.Geometry((24, 32), 8, 0)
+    for o in [(0, 0), (16, 8), (48, 48)]:
+        for mode in ("constant", "edge"):
+            pad = np.pad(img, [(0, 24), (0, 32), (0, 0)], mode=mode)
+            want = pad[o[0] : o[0] + 24, o[1] : o[1] + 32]
+            got = window.crop(jnp.asarray(img), geom, jnp.asarray(o), mode=mode)
+            np.testing.assert_array_equal(np.asarray(got), want)
+        got = window.crop(jnp.asarray(img[..., 0]), geom, jnp.asarray(o), stride=8)
+        want = np.pad(img[..., 0], [(0, 3), (0, 4)])[
+            o[0] // 8 : o[0] // 8 + 3, o[1] // 8 : o[1] // 8 + 4
+        ]
+        np.testing.assert_array_equal(np.asarray(got), want)
