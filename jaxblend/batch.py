@@ -68,6 +68,10 @@ RESULTS = "results.jsonl"
 # --------------------------------------------------------------------------- jobs
 
 
+#: A job's ``canvas`` (manifest, ``--canvas``) that keeps the target's own size.
+KEEP_TARGET = "target"
+
+
 def _field(job: Any, key: str, default: Any = None) -> Any:
     if isinstance(job, dict):
         return job.get(key, default)
@@ -103,7 +107,9 @@ def job_config(config: BlendConfig, job: Any) -> BlendConfig:
     changes: dict[str, Any] = {}
     for key, lo in (("canvas", 8), ("source_size", 1)):
         v = _field(job, key)
-        if v is not None and v != "":
+        if key == "canvas" and v == KEEP_TARGET:  # the target's own size, not resized
+            changes[key] = None
+        elif v is not None and v != "":
             changes[key] = validate.integer(v, key, lo, validate.MAX_SIDE)
     init = _field(job, "init")
     if init:
@@ -522,7 +528,9 @@ def _values(row: dict, base: Path) -> dict:
     job["center"] = center
     for k, lo in (("canvas", 8), ("source_size", 1)):
         v = row.get(k)
-        if v not in (None, ""):
+        if k == "canvas" and v == KEEP_TARGET:
+            job[k] = v
+        elif v not in (None, ""):
             job[k] = validate.integer(v, k, lo, validate.MAX_SIDE)
     if row.get("seed") not in (None, ""):
         job["seed"] = validate.seed(row["seed"])

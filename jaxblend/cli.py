@@ -46,7 +46,8 @@ OUT_DIR/results.jsonl and the others go on. Fields:
   target          the scene (required)
   center          ROW,COL of the canvas for the source's centre (required): [row, col] in
                   JSON, "row,col" or the columns center_row, center_col in CSV
-  canvas          long side of the canvas (default 512, or --config's)
+  canvas          long side of the canvas (default 512, or --config's); "target":
+                  the target's own size, not resized
   source_size     long side of the resized source (default: the source's own size)
   steps           evaluations: N, or "N1,N2" / [N1, N2] for stage 1 and stage 2
   init            stage-1 start: noise, randn, paste or poisson (default poisson)
@@ -127,6 +128,23 @@ def _positive(text: str) -> int:
     return v
 
 
+def _canvas(text: str) -> Any:
+    """``--canvas``: a positive integer, or ``target`` (kept as :data:`KEEP_TARGET`)."""
+    if text.strip().lower() == "target":
+        return "target"
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'target' (the target's own size), got {text!r}"
+        ) from None
+
+
+def _canvas_side(args: argparse.Namespace) -> int | None:
+    """The canvas long side ``args.canvas`` asks for; ``None``: the target's own size."""
+    return None if args.canvas == "target" else args.canvas
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
@@ -198,10 +216,11 @@ def _add_placement(p: argparse.ArgumentParser, out_help: str = "output image (.p
     )
     p.add_argument(
         "--canvas",
-        type=_positive,
+        type=_canvas,
         default=DEFAULTS.canvas,
-        metavar="N",
-        help="long side of the canvas: the target is resized to it, aspect kept",
+        metavar="N|target",
+        help="long side of the canvas: the target is resized to it, aspect kept; "
+        "'target': the target's own size, not resized",
     )
     p.add_argument(
         "--source-size",
@@ -527,7 +546,7 @@ def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
     cfg = base or BlendConfig()
     changes: dict[str, Any] = {}
     if getattr(args, "canvas", None) is not None:
-        changes["canvas"] = args.canvas
+        changes["canvas"] = _canvas_side(args)
     if getattr(args, "source_size", None) is not None:
         changes["source_size"] = args.source_size
     for key in ("init", "solver", "precision"):
@@ -649,7 +668,7 @@ def _cmd_poisson(args: argparse.Namespace) -> int:
     from jaxblend.progress import BlendProgress
 
     bar = BlendProgress(quiet=args.quiet)
-    job = _layout(args, args.canvas, args.source_size)
+    job = _layout(args, _canvas_side(args), args.source_size)
     bar.phase(f"Poisson {args.mode} cloning (compiled on first use of this window size)")
     out = blend_job(job, mode=args.mode)
     bar.phase(f"writing {args.out}")
@@ -666,7 +685,7 @@ def _cmd_place(args: argparse.Namespace) -> int:
     from jaxblend.io import save_image
     from jaxblend.masks import placement_preview
 
-    job = _layout(args, args.canvas, args.source_size)
+    job = _layout(args, _canvas_side(args), args.source_size)
     save_image(placement_preview(job), args.out)
     pl = job.placement
     h, w = job.mask.shape
@@ -797,7 +816,8 @@ def _check_poisson(args: argparse.Namespace) -> None:
 
     _inputs(args, "source", "mask", "target")
     validate.output_image(args.out, "-o")
-    validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
+    if _canvas_side(args) is not None:
+        validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
 
 
 def _check_place(args: argparse.Namespace) -> None:
@@ -805,7 +825,8 @@ def _check_place(args: argparse.Namespace) -> None:
 
     _inputs(args, "source", "mask", "target")
     validate.output_image(args.out, "-o")
-    validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
+    if _canvas_side(args) is not None:
+        validate.integer(args.canvas, "--canvas", 8, validate.MAX_SIDE)
     jid = args.id
     if jid is not None and (
         not jid.strip() or jid.startswith(".") or any(c in jid for c in '/\\:*?"<>|')

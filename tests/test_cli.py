@@ -301,6 +301,32 @@ def test_place_previews_and_prints_the_manifest_line(tmp_path, case1, rgba_cutou
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+def test_canvas_target_keeps_the_targets_own_size(tmp_path, case1):
+    """``--canvas target`` lays the job out on the target at its own size (no resize),
+    and the manifest line it prints keeps that for `jaxblend batch`."""
+    import json
+
+    from jaxblend.batch import _layout, job_config, read_manifest
+    from jaxblend.config import BlendConfig
+
+    t = np.asarray(Image.open(case1 / "target.png").convert("RGB"))[:48, :60]
+    Image.fromarray(t).save(tmp_path / "t.png")
+    args = ("place", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+            "--target", "t.png", "--source-size", "30", "--center", "24,30",
+            "-o", "prev.png")  # fmt: skip
+    p = run(*args, "--canvas", "target", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert np.asarray(Image.open(tmp_path / "prev.png")).shape == (48, 60, 3)
+    line = json.loads(p.stdout)
+    assert line["canvas"] == "target"
+    (tmp_path / "jobs.jsonl").write_text(p.stdout)
+    (job,) = read_manifest(tmp_path / "jobs.jsonl")
+    assert _layout(job, job_config(BlendConfig(), job)).target.shape == (48, 60, 3)
+    p = run(*args, "--canvas", "big", cwd=tmp_path)
+    assert p.returncode == 2 and "'target'" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_cli_outputs_follow_the_umask(tmp_path, case1, umask, mode):
     p = subprocess.run(
