@@ -46,7 +46,8 @@ SECTIONS: dict[str, Callable[[str], bool]] = {
     "pipeline": lambda n: n.startswith("pipeline-cpu-"),
     "pipeline-gpu": lambda n: n.startswith("pipeline-gpu-"),
     "quality": lambda n: n.startswith("quality-default-"),
-    "quality-authors": lambda n: n.startswith("quality-authors-"),
+    # The two-stage run (--tag authors), not the stage-1-only one (--tag authors-s1).
+    "quality-authors": lambda n: n.startswith("quality-authors-") and "-s1-" not in n,
     "window": lambda n: n.startswith("window-cost-cpu-"),
     "eval-cost": lambda n: n.startswith("eval-cost-cpu-"),
 }

@@ -210,7 +210,8 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "compile-warmup-cpu-2026-12-02.md", "pipeline-cpu-2026-12-02.md",
         "quality-default-2026-12-01.md", "quality-default-2026-12-02.md",
         "quality-case1-default.png", "eval-cost-cpu-2026-12-02.md",
-        "quality-authors-2026-12-02.md", "window-cost-cpu-2026-12-03.md",
+        "quality-authors-2026-12-02.md", "quality-authors-s1-2026-12-03.md",
+        "window-cost-cpu-2026-12-03.md",
         "window-cost-cpu-2026-12-03.json",
     ]  # fmt: skip
     for n in names:
@@ -230,7 +231,7 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
         "pipeline": "pipeline-cpu-2026-12-02.md",
         "pipeline-gpu": None,
         "quality": "quality-default-2026-12-02.md",  # the tables, not the contact sheets
-        "quality-authors": "quality-authors-2026-12-02.md",
+        "quality-authors": "quality-authors-2026-12-02.md",  # not the newer stage-1-only run
         "eval-cost": "eval-cost-cpu-2026-12-02.md",
         "window": "window-cost-cpu-2026-12-03.md",
     }
