@@ -51,7 +51,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxblend import validate
 from jaxblend.blend import BlendResult, NonFiniteWarning, _scalar_losses, run_stages
-from jaxblend.config import BlendConfig, StageConfig
+from jaxblend.config import KEEP_TARGET, BlendConfig, StageConfig
 from jaxblend.errors import InputError, JaxblendError, OutputError, RunError
 from jaxblend.io import Job, place, save_image, to_uint8
 
@@ -68,8 +68,12 @@ RESULTS = "results.jsonl"
 # --------------------------------------------------------------------------- jobs
 
 
-#: A job's ``canvas`` (manifest, ``--canvas``) that keeps the target's own size.
-KEEP_TARGET = "target"
+def _side(v: Any, key: str, lo: int) -> Any:
+    """A job's ``canvas``/``source_size`` value checked: an integer, ``None`` if unset, or
+    (``canvas`` only) :data:`KEEP_TARGET`."""
+    if key == "canvas" and v == KEEP_TARGET:
+        return v
+    return None if v is None or v == "" else validate.integer(v, key, lo, validate.MAX_SIDE)
 
 
 def _field(job: Any, key: str, default: Any = None) -> Any:
@@ -106,11 +110,9 @@ def job_config(config: BlendConfig, job: Any) -> BlendConfig:
     """The effective configuration of one job: ``config`` with the job's overrides."""
     changes: dict[str, Any] = {}
     for key, lo in (("canvas", 8), ("source_size", 1)):
-        v = _field(job, key)
-        if key == "canvas" and v == KEEP_TARGET:  # the target's own size, not resized
-            changes[key] = None
-        elif v is not None and v != "":
-            changes[key] = validate.integer(v, key, lo, validate.MAX_SIDE)
+        v = _side(_field(job, key), key, lo)
+        if v is not None:  # KEEP_TARGET: the target's own size, not resized
+            changes[key] = None if v == KEEP_TARGET else v
     init = _field(job, "init")
     if init:
         changes["init"] = str(init)
@@ -527,11 +529,9 @@ def _values(row: dict, base: Path) -> dict:
     center = validate.center(c)
     job["center"] = center
     for k, lo in (("canvas", 8), ("source_size", 1)):
-        v = row.get(k)
-        if k == "canvas" and v == KEEP_TARGET:
+        v = _side(row.get(k), k, lo)
+        if v is not None:
             job[k] = v
-        elif v not in (None, ""):
-            job[k] = validate.integer(v, k, lo, validate.MAX_SIDE)
     if row.get("seed") not in (None, ""):
         job["seed"] = validate.seed(row["seed"])
     t = row.get("mask_threshold")
@@ -814,8 +814,8 @@ def _per_job_bytes(cfg: BlendConfig, vgg: Any, shape: tuple, mask: Any = None) -
             geom = None if mask is None else window.plan(stage, spec.arch, np.asarray(mask))
             p = programs(stage, spec, masked, cfg.solver, cfg.history, True, geom)
             data = jax.eval_shape(p.prepare, vgg.params, img, msk, img, img)
-            x = jax.eval_shape(p.variable, img, data)
-            carry = jax.eval_shape(p.start, x, data)
+            x0 = jax.eval_shape(p.variable, img, data)
+            carry = jax.eval_shape(p.start, x0, data)
             # XLA drops the parameters the objective never reads (convolutions past the
             # deepest layer used); subtract only those it keeps, which a stack shares.
             layers = stage.layers()

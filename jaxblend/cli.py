@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jaxblend.config import INITS, PRECISIONS, SOLVERS, BlendConfig
+from jaxblend.config import INITS, KEEP_TARGET, PRECISIONS, SOLVERS, BlendConfig
 from jaxblend.errors import InputError, JaxblendError
 
 EXIT_USAGE = 2
@@ -130,8 +130,8 @@ def _positive(text: str) -> int:
 
 def _canvas(text: str) -> Any:
     """``--canvas``: a positive integer, or ``target`` (kept as :data:`KEEP_TARGET`)."""
-    if text.strip().lower() == "target":
-        return "target"
+    if text.strip().lower() == KEEP_TARGET:
+        return KEEP_TARGET
     try:
         return _positive(text)
     except argparse.ArgumentTypeError:
@@ -142,7 +142,7 @@ def _canvas(text: str) -> Any:
 
 def _canvas_side(args: argparse.Namespace) -> int | None:
     """The canvas long side ``args.canvas`` asks for; ``None``: the target's own size."""
-    return None if args.canvas == "target" else args.canvas
+    return None if args.canvas == KEEP_TARGET else args.canvas
 
 
 def _integer(text: str) -> int:

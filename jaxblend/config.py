@@ -34,6 +34,11 @@ CONTENT_IMAGES = ("blend", "masked")
 PRECISIONS = ("auto", "float32", "bfloat16", "tf32")
 
 
+#: A ``canvas`` value (``--canvas``, a manifest's ``"canvas"``) that keeps the target's
+#: own size, not resized (``BlendConfig(canvas=None)``).
+KEEP_TARGET = "target"
+
+
 @dataclass(frozen=True)
 class StageConfig:
     """Loss weights, layers and budget of one stage.
