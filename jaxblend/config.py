@@ -34,6 +34,10 @@ CONTENT_IMAGES = ("blend", "masked")
 PRECISIONS = ("auto", "float32", "bfloat16", "tf32")
 
 
+#: A ``smooth`` value: each job's own width, from its scene's spectrum
+#: (:func:`jaxblend.spectrum.fine_scale_sigma`).
+SMOOTH_AUTO = "auto"
+
 #: A ``canvas`` value (``--canvas``, a manifest's ``"canvas"``) that keeps the target's
 #: own size, not resized (``BlendConfig(canvas=None)``).
 KEEP_TARGET = "target"
@@ -104,7 +108,13 @@ class StageConfig:
         is on. Only differs from ``"blend"`` in ``region="mask"`` stages.
       smooth: when positive, L-BFGS searches along Gaussian-smoothed directions (``σ =
         smooth`` px; :func:`jaxblend.optim.make_solver`), so changes are smooth strokes
-        rather than pixel speckle. Needs ``solver="lbfgs"``. Not in the paper.
+        rather than pixel speckle. ``"auto"``: each job's own ``σ``, from how soft its
+        scene is at the finest scales (:func:`jaxblend.spectrum.fine_scale_sigma`: 0.97
+        px on case1's portrait, 0.30–0.44 on case2's and case4's grainy paintings, where
+        the scene's own texture is that fine), and the gradient term's weight becomes
+        ``grad · (1 + σ)``: a smoothed search spreads the style change across the mask
+        edge, so the seam needs the more weight the wider the smoothing. Needs
+        ``solver="lbfgs"``. Not in the paper.
       content_image: how the content term reads the object: ``"blend"`` (the
         composite's features, masked at each layer: Eq. 7, averaged over the canvas) or
         ``"masked"`` (the authors' code: ``VGG(I_B ⊙ M)`` against ``VGG(I_ref ⊙ M)`` — the
@@ -138,7 +148,7 @@ class StageConfig:
     normalize: bool = False
     band: int = 0
     region: str = "mask"
-    smooth: float = 0.0
+    smooth: float | str = 0.0
     style_object: float = 0.0
     style_stop: float = 0.0
     style_image: str = "blend"
@@ -164,7 +174,8 @@ class StageConfig:
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         validate.integer(self.band, "band", 0, validate.MAX_SIDE)
-        validate.number(self.smooth, "smooth", 0.0, 1000.0)
+        if self.smooth != SMOOTH_AUTO:
+            validate.number(self.smooth, f"smooth (a width in px or {SMOOTH_AUTO!r})", 0.0, 1000.0)
         validate.number(self.style_object, "style_object", 0.0, 1.0)
         validate.number(self.style_stop, "style_stop", 0.0, 1.0)
         validate.number(self.reach, "reach", 0.0, 1000.0)
@@ -215,16 +226,17 @@ STAGE1 = StageConfig(
     normalize=True,
     content_layers=(("relu2_2", 1.0), ("relu3_3", 1.0)),
 )
-# Stage 2 repaints the whole canvas (as the authors' code does) along raw L-BFGS
-# directions, keeping the stage-1 blend's content at three depths (the paper's Eq. 9) and
-# its seam on a 3-px band across the mask edge. Calibrated at 512² on case1, case2 and
-# case4 with the independent figures (bench/results/calibrate-set.jsonl): the Gaussian
-# preconditioner (smooth=1.5, the earlier default) left objects pale and translucent
-# (case4's horses); style 100 and 50 evaluations reach the authors' style distance on
-# case2 and case4; seam weight 10 on the band keeps the outline below theirs. 50 is the
-# knee of every case's curve (bench/trajectory.py, bench/results/trajectory-c1.jsonl):
-# beyond it the independent style no longer falls while fidelity and the outline worsen
-# (case2's fidelity passes the authors' at 60, case4's outline at 70).
+# Stage 2 repaints the whole canvas (as the authors' code does), keeping the stage-1
+# blend's content at three depths inside the mask and its seam on a 3-px band across the
+# mask edge, along search directions smoothed by each scene's own fine-scale softness
+# (smooth="auto", jaxblend/spectrum.py): on a soft scene (case1's portrait, 0.97 px) raw
+# L-BFGS steps add pixel speckle that fits VGG's Gram matrices but not the scene (the
+# independent AlexNet relu5 distance rose from 0.16 to 0.29 over 50 evaluations); on a
+# grainy one (case2, case4: 0.30-0.44 px) the smoothing is near the identity, as it must
+# be: a fixed 1-px smoothing kept case4 at style 0.165 against 0.101 raw. Calibrated at
+# 512² on case1, case2 and case4 with the independent figures (bench/trajectory.py, README
+# "Defaults"): style 100 and 50 evaluations reach the authors' style distance on all
+# three; seam weight 10·(1 + σ) keeps the outline below theirs on all three.
 STAGE2 = StageConfig(
     grad=10.0,
     content=1.0,
@@ -234,7 +246,7 @@ STAGE2 = StageConfig(
     normalize=True,
     band=3,
     region="image",
-    smooth=0.0,
+    smooth=SMOOTH_AUTO,
     content_layers=(("relu2_2", 1.0), ("relu3_3", 1.0), ("relu4_3", 1.0)),
     # No relu1_2: its Gram is mostly colour statistics, and matching the scene's colours
     # globally painted the scene's colours onto the object (green leaf blotches on case2's

@@ -13,6 +13,7 @@ solvers behind this module lets any serve.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -170,7 +171,7 @@ def _lbfgs(
     *,
     c1: float = 1e-4,
     max_trials: int = 20,
-    precondition: Callable[[jax.Array], jax.Array] | None = None,
+    precondition: Callable[[jax.Array, Any], jax.Array] | None = None,
 ) -> Solver:
     """L-BFGS written for ``vmap``: every loop body is exactly one objective evaluation.
 
@@ -189,11 +190,13 @@ def _lbfgs(
         v, g = vg(x, data)
         return _empty_state(v, g, history)
 
-    def direction(st: _LbfgsState) -> jax.Array:
-        return _two_loop(st, history, precondition)
+    def direction(st: _LbfgsState, data) -> jax.Array:
+        if precondition is None:
+            return _two_loop(st, history)
+        return _two_loop(st, history, lambda q: precondition(q, data))
 
     def step(x, st: _LbfgsState, data):
-        d = direction(st)
+        d = direction(st, data)
         gd = jnp.vdot(st.grad, d)
         # The very first step: at most one grey level per pixel.
         t0 = jnp.where(st.evals <= 1, 1.0 / jnp.maximum(jnp.max(jnp.abs(d)), 1e-12), 1.0)
@@ -276,23 +279,47 @@ def gaussian_smoother(sigma: float) -> Callable[[jax.Array], jax.Array]:
     r = max(1, int(3 * sigma + 0.5))  # as scipy.ndimage.gaussian_filter(truncate=3)
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k = [float(v) for v in k / k.sum()]  # Python floats: nothing traced is captured
-
-    def smooth(x: jax.Array) -> jax.Array:
-        h, w = x.shape[:2]
-        out = jnp.zeros_like(x)
-        p = jnp.pad(x, ((r, r), (0, 0), (0, 0)))
-        for i in range(2 * r + 1):
-            out = out + k[i] * p[i : i + h]
-        p = jnp.pad(out, ((0, 0), (r, r), (0, 0)))
-        out = jnp.zeros_like(x)
-        for i in range(2 * r + 1):
-            out = out + k[i] * p[:, i : i + w]
-        return out
-
-    return smooth
+    return functools.partial(_separable, k)
 
 
-def make_solver(kind: str, fun: Objective, *, history: int = 10, smooth: float = 0.0) -> Solver:
+#: The largest per-job ``σ`` of :func:`gaussian_blur` (its taps reach ``3 · SIGMA_MAX``).
+SIGMA_MAX = 1.5
+
+
+def gaussian_blur(x: jax.Array, sigma: jax.Array) -> jax.Array:
+    """:func:`gaussian_smoother` with a traced ``σ`` (a per-job array, clipped to
+    ``[0, SIGMA_MAX]``): the taps are computed in the program, over a fixed radius of
+    ``3 · SIGMA_MAX`` px; ``σ = 0`` is the identity (to float32 round-off)."""
+    r = int(3 * SIGMA_MAX + 0.5)
+    s = jnp.clip(jnp.asarray(sigma, jnp.float32), 0.05, SIGMA_MAX)
+    k = jnp.exp(-0.5 * (jnp.arange(-r, r + 1, dtype=jnp.float32) / s) ** 2)
+    k = k / jnp.sum(k)
+    return _separable([k[i] for i in range(2 * r + 1)], x)
+
+
+def _separable(k, x: jax.Array) -> jax.Array:
+    """Separable convolution of ``x``'s two leading axes with the taps ``k`` (zero pad)."""
+    r = (len(k) - 1) // 2
+    h, w = x.shape[:2]
+    out = jnp.zeros_like(x)
+    p = jnp.pad(x, ((r, r), (0, 0), (0, 0)))
+    for i in range(2 * r + 1):
+        out = out + k[i] * p[i : i + h]
+    p = jnp.pad(out, ((0, 0), (r, r), (0, 0)))
+    out = jnp.zeros_like(x)
+    for i in range(2 * r + 1):
+        out = out + k[i] * p[:, i : i + w]
+    return out
+
+
+def make_solver(
+    kind: str,
+    fun: Objective,
+    *,
+    history: int = 10,
+    smooth: float = 0.0,
+    precondition: Callable[[jax.Array, Any], jax.Array] | None = None,
+) -> Solver:
     """L-BFGS over ``fun(x, data)``: ``kind`` is ``"jaxopt"``, ``"optax"``, ``"lbfgs"`` or
     ``"torch"`` (``torch.optim.LBFGS`` without a line search, as the authors run it).
 
@@ -300,15 +327,21 @@ def make_solver(kind: str, fun: Objective, *, history: int = 10, smooth: float =
     initial inverse Hessian becomes ``γ G_σ`` (a Gaussian blur of ``σ = smooth`` px) instead
     of ``γ I``, so that each step changes the image smoothly: pixel-level speckle, which
     fits VGG's Gram statistics at no visual benefit, is not a search direction.
+    ``precondition(q, data)`` (``"lbfgs"`` only) is any such symmetric positive
+    semi-definite operator that may read the job's data (a per-job ``σ``:
+    :func:`gaussian_blur`); it replaces ``smooth``.
     """
-    if smooth and kind != "lbfgs":
+    if (smooth or precondition is not None) and kind != "lbfgs":
         raise ValueError(f"a smoothing preconditioner needs the 'lbfgs' solver, not {kind!r}")
     if kind == "jaxopt":
         return _jaxopt(fun, history)
     if kind == "optax":
         return _optax(fun, history)
     if kind == "lbfgs":
-        return _lbfgs(fun, history, precondition=gaussian_smoother(smooth) if smooth else None)
+        if precondition is None and smooth:
+            blur = gaussian_smoother(smooth)
+            precondition = lambda q, data: blur(q)  # noqa: E731
+        return _lbfgs(fun, history, precondition=precondition)
     if kind == "torch":
         return _torch_lbfgs(fun, history)
     raise ValueError(f"solver must be 'jaxopt', 'optax', 'lbfgs' or 'torch', got {kind!r}")

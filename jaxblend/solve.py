@@ -34,8 +34,9 @@ import jax.numpy as jnp
 
 from jaxblend import losses
 from jaxblend import window as window_mod
-from jaxblend.config import StageConfig
-from jaxblend.optim import make_solver
+from jaxblend.config import SMOOTH_AUTO, StageConfig
+from jaxblend.optim import gaussian_blur, make_solver
+from jaxblend.spectrum import fine_scale_sigma
 from jaxblend.vgg import features as vgg_features
 
 TERMS = ("grad", "content", "style", "hist", "tv", "range")
@@ -68,6 +69,7 @@ class StageData(NamedTuple):
     object_grams: dict  # layer -> Gram of the matched target features ({} unless style_object)
     content_box: jax.Array = 1.0  # canvas / source box area (content_image="masked"), else 1
     window: Any = None  # window_mod.WindowData: the exact windowed objective (None: full)
+    sigma: jax.Array = 0.0  # the search smoothing's width (px) when cfg.smooth == "auto"
 
 
 class Carry(NamedTuple):
@@ -194,8 +196,9 @@ def prepare(
         }
     box = source_box_fraction(source, target) if as_masked else jnp.float32(1.0)
     return StageData(
-        params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, None
-    )
+        params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, None,
+        _sigma(cfg, target),
+    )  # fmt: skip
 
 
 def _prepare_windowed(
@@ -276,8 +279,16 @@ def _prepare_windowed(
             for n in c_layers
         }
     return StageData(
-        params, target, mask, guide, {}, grams, {}, scale, band, o_grams, jnp.float32(1.0), wd
-    )
+        params, target, mask, guide, {}, grams, {}, scale, band, o_grams, jnp.float32(1.0), wd,
+        _sigma(cfg, target),
+    )  # fmt: skip
+
+
+def _sigma(cfg: StageConfig, target: jax.Array) -> jax.Array:
+    """The job's search-smoothing width: the scene's (``smooth="auto"``), else unused."""
+    if cfg.smooth == SMOOTH_AUTO:
+        return fine_scale_sigma(target)
+    return jnp.float32(0.0)
 
 
 def _object_grams(s_layers: tuple, tf: dict, rf: dict, mask: jax.Array) -> dict:
@@ -361,7 +372,8 @@ def loss_terms(
             g = losses.gradient_loss(
                 blend, data.guide, operator=cfg.operator, weight=data.band if cfg.band else None
             )
-        out["grad"] = cfg.grad * (g / sc["grad"] if sc else g)
+        w = cfg.grad * (1.0 + data.sigma) if cfg.smooth == SMOOTH_AUTO else cfg.grad
+        out["grad"] = w * (g / sc["grad"] if sc else g)
     if cfg.content:
         # Normalised: the layers' mean gap (each divided by its own scale).
         c_sum = sum(a for _, a in cfg.content_layers)
@@ -415,7 +427,14 @@ def objective(cfg: StageConfig, spec: VGGSpec, masked: bool, x: jax.Array, data:
 @functools.lru_cache(maxsize=64)
 def _solver(cfg: StageConfig, spec: VGGSpec, masked: bool, kind: str, history: int):
     fun = functools.partial(objective, cfg, spec, masked)
+    if cfg.smooth == SMOOTH_AUTO:
+        return make_solver(kind, fun, history=history, precondition=_scene_blur)
     return make_solver(kind, fun, history=history, smooth=cfg.smooth)
+
+
+def _scene_blur(q: jax.Array, data: StageData) -> jax.Array:
+    """The per-job search smoothing of ``smooth="auto"``: a blur of ``σ = data.sigma``."""
+    return gaussian_blur(q, data.sigma)
 
 
 def start(
@@ -543,7 +562,7 @@ def programs(
     var = functools.partial(to_variable, cfg)
     img = functools.partial(full_image, cfg)
     if batched:
-        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job

@@ -417,6 +417,43 @@ def test_object_style_term_is_one_at_the_naive_paste_and_batches(case1, vgg, job
         )
 
 
+def test_smooth_auto_takes_each_jobs_sigma_from_its_scene(vgg, job):
+    """smooth="auto": a soft (blurred) scene gets a wider search smoothing than a grainy
+    one, each job of a stack its own, and a stack equals the single runs."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    from jaxblend.solve import VGGSpec, prepare
+    from jaxblend.spectrum import fine_scale_sigma
+
+    s2 = dataclasses.replace(TINY.stage2, smooth="auto")
+    tiny = TINY.replace(stage2=s2)
+    soft = ndimage.gaussian_filter(np.asarray(job.target, np.float32), (1.2, 1.2, 0))
+    t2 = np.where(np.asarray(job.mask)[..., None] > 0, job.target, soft).astype(np.float32)
+    m = jax.numpy.asarray(job.mask, jax.numpy.float32)
+    sig = [
+        float(prepare(s2, VGGSpec(), vgg.params, jax.numpy.asarray(t), m,
+                      jax.numpy.asarray(job.source), jax.numpy.asarray(job.source)).sigma)
+        for t in (job.target, soft)
+    ]  # fmt: skip
+    assert sig[0] == pytest.approx(float(fine_scale_sigma(jax.numpy.asarray(job.target))))
+    assert sig[1] > sig[0] + 0.2
+    singles = [run_stages(tiny, vgg, t, job.source, job.mask) for t in (job.target, t2)]
+    stack = run_stages(
+        tiny, vgg, np.stack([job.target, t2]), np.stack([job.source, job.source]),
+        np.stack([job.mask, job.mask]), seed=np.array([0, 0]), batched=True,
+    )  # fmt: skip
+    for i, one in enumerate(singles):
+        np.testing.assert_allclose(
+            np.asarray(stack["image"][i]), np.asarray(one["image"]), rtol=1e-3, atol=0.05
+        )
+    plain = run_stages(TINY, vgg, job.target, job.source, job.mask)
+    assert not np.allclose(np.asarray(plain["image"]), np.asarray(singles[0]["image"]))
+    with pytest.raises(InputError, match="smooth"):
+        dataclasses.replace(s2, smooth="wide")
+
+
 def test_stage2_content_object_keeps_the_object_only(vgg, job):
     """stage2_content="object": the stage-1 blend's content inside the mask only, so the
     scene is held by the seam band and style alone; "stage1" holds the whole canvas."""

@@ -105,6 +105,47 @@ def test_gaussian_smoother_is_scipys_blur_and_symmetric(rng):
     assert lhs == pytest.approx(rhs, rel=1e-5)
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 0.78, 1.5])
+def test_gaussian_blur_with_a_traced_sigma_is_scipys_blur(rng, sigma):
+    from scipy import ndimage
+
+    from jaxblend.optim import SIGMA_MAX, gaussian_blur
+
+    x = rng.normal(size=(20, 24, 3))
+    got = np.asarray(jax.jit(gaussian_blur)(jnp.asarray(x, jnp.float32), jnp.float32(sigma)))
+    if sigma == 0.0:
+        np.testing.assert_allclose(got, x, atol=1e-6)  # the identity
+        return
+    r = int(3 * SIGMA_MAX + 0.5)  # the fixed radius: scipy's truncate is in units of sigma
+    want = np.stack(
+        [ndimage.gaussian_filter(x[..., c], sigma, mode="constant", truncate=r / sigma)
+         for c in range(3)], -1,
+    )  # fmt: skip
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_data_dependent_preconditioner_reads_each_jobs_data(rng):
+    from jaxblend.optim import gaussian_blur
+
+    def fun(x, d):
+        return jnp.mean((x - d[0]) ** 2)
+
+    seen = []
+
+    def pre(q, d):
+        seen.append(d[1])
+        return gaussian_blur(q, d[1])
+
+    solver = make_solver("lbfgs", fun, history=3, precondition=pre)
+    t = jnp.asarray(rng.normal(size=(8, 8, 3)), jnp.float32)
+    data = (t, jnp.float32(0.7))
+    x, st = jnp.zeros_like(t), solver.init(jnp.zeros_like(t), data)
+    x, st = solver.step(x, st, data)
+    assert seen and float(fun(x, data)) < float(fun(jnp.zeros_like(t), data))
+    with pytest.raises(ValueError, match="lbfgs"):
+        make_solver("optax", fun, precondition=pre)
+
+
 def test_smoothed_lbfgs_still_minimises_an_image_objective(rng):
     from scipy import ndimage
 
