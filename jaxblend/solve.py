@@ -504,12 +504,14 @@ def stopped(kind: str, carry: Carry) -> jax.Array:
 
 
 def to_variable(cfg: StageConfig, x: jax.Array, data: StageData) -> jax.Array:
-    """The optimised variable for the full-canvas start ``x``: in a windowed stage (and
-    ``smooth=0``) the window's crop (:func:`jaxblend.window.variable`), so the solver's
-    state — ``2·history + 4`` vectors — has the window's size, not the canvas's; else
-    ``x``. The objective gives zero gradient outside the window, so L-BFGS takes the same
-    steps either way (to round-off)."""
-    if data.window is not None and not cfg.smooth:
+    """The optimised variable for the full-canvas start ``x``: in a windowed stage the
+    window's crop (:func:`jaxblend.window.variable`), so the solver's state — ``2·history
+    + 4`` vectors — has the window's size, not the canvas's; else ``x``. The objective
+    gives zero gradient outside the window, so L-BFGS takes the same steps either way (to
+    round-off). With a smoothing preconditioner too: the gradient is zero within the
+    window's receptive-field margin (far wider than the blur's 3σ) and past the canvas's
+    end (edge copies), as the full canvas's zero padding sees it."""
+    if data.window is not None:
         return window_mod.variable(x, data.window)
     return x
 

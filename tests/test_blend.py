@@ -252,6 +252,7 @@ def test_normalized_terms_are_one_at_the_naive_paste(case1):
     cfg = dataclasses.replace(
         BlendConfig().stage2,
         normalize=True, grad=1.0, band=2, style=1.0, content=1.0, tv=1.0, range=0.0,
+        smooth=0.0,
     )  # fmt: skip
     t, s, m = (jnp.asarray(a) for a in (job.target, job.source, job.mask))
     p = programs(cfg, VGGSpec(), True, "lbfgs", 5, False)
@@ -265,6 +266,12 @@ def test_normalized_terms_are_one_at_the_naive_paste(case1):
     at_target = {k: float(v) for k, v in p.terms(t, data).items()}
     assert at_target["content"] == pytest.approx(1.0, rel=1e-4)
     assert at_target["style"] == pytest.approx(0.0, abs=1e-6)
+    # smooth="auto" (the default stage 2) weighs the seam by 1 + the job's own sigma
+    auto = dataclasses.replace(cfg, smooth="auto")
+    pa = programs(auto, VGGSpec(), True, "lbfgs", 5, False)
+    da = pa.prepare(load_vgg().params, t, m, s, naive)
+    assert 0 < float(da.sigma) <= 1.5
+    assert float(pa.terms(naive, da)["grad"]) == pytest.approx(1 + float(da.sigma), rel=1e-4)
 
 
 def test_stage_image_region():

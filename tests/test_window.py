@@ -230,9 +230,11 @@ def test_plan_falls_back_to_the_full_canvas():
         StageConfig(window="yes")
 
 
-def test_blend_uses_the_window_and_the_switch_turns_it_off(vgg, case1):
+@pytest.mark.parametrize("smooth", [0.0, "auto"])
+def test_blend_uses_the_window_and_the_switch_turns_it_off(vgg, case1, smooth):
     """run_stages picks the window automatically on a canvas much wider than the object;
-    window=False runs the full canvas; both give the same blend."""
+    window=False runs the full canvas; both give the same blend, with a smoothing
+    preconditioner too (the window is then the variable as well)."""
     from PIL import Image
 
     from jaxblend.blend import run_stages, stage_programs, vgg_spec
@@ -245,8 +247,8 @@ def test_blend_uses_the_window_and_the_switch_turns_it_off(vgg, case1):
     )  # fmt: skip
     t, s, m = (jnp.asarray(a, jnp.float32) for a in (job.target, job.source, job.mask))
     assert t.shape[:2] == (48, 256)
-    on = BlendConfig(stage1=dataclasses.replace(SHALLOW, steps=4), stage2_enabled=False,
-                     canvas=256, init="paste")  # fmt: skip
+    on = BlendConfig(stage1=dataclasses.replace(SHALLOW, steps=4, smooth=smooth),
+                     stage2_enabled=False, canvas=256, init="paste")  # fmt: skip
     off = on.replace(stage1=dataclasses.replace(on.stage1, window=False))
     spec = vgg_spec(vgg, on.precision)
     naive = composite(s, t, m)
@@ -256,6 +258,10 @@ def test_blend_uses_the_window_and_the_switch_turns_it_off(vgg, case1):
         datas[name] = p.prepare(vgg.params, t, m, s, naive)
     assert datas["on"].window is not None and datas["off"].window is None
     assert datas["on"].window.target.shape[1] < t.shape[1] // 2
+    from jaxblend.solve import to_variable
+
+    xw = to_variable(on.stage1, naive, datas["on"])  # the window is the variable
+    assert xw.shape[:2] == datas["on"].window.mask.shape
     res = {k: run_stages(c, vgg, t, s, m) for k, c in (("on", on), ("off", off))}
     for k in ("stage1",):
         np.testing.assert_allclose(np.asarray(res["on"][k]), np.asarray(res["off"][k]), atol=0.05)
