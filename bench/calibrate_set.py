@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from jaxblend import BlendConfig, metrics
-    from jaxblend.blend import _run_stage, blend_job, stage2_reference, vgg_spec
+    from jaxblend.blend import _run_stage, stage2_reference, vgg_spec
     from jaxblend.io import save_image
     from jaxblend.solve import composite
     from jaxblend.vgg import load_vgg
@@ -67,13 +67,7 @@ def main(argv=None) -> int:
         job = devset.job(case, a.canvas)
         digest = hashlib.sha256(json.dumps(s1, sort_keys=True).encode()).hexdigest()[:8]
         key = f"{case.name}-{a.canvas}-{digest}"
-        f = cache / f"{key}.npy"
-        if f.exists():
-            stage1 = np.load(f)
-        else:
-            r = blend_job(job, config=cfg0.replace(stage2_enabled=False), vgg=vgg)
-            stage1 = np.asarray(r.image_float)
-            np.save(f, stage1)
+        stage1 = devset.stage1(job, cfg0, vgg, cache / f"{key}.npy")
         ind = metrics.Scorer(job.source, job.target, job.mask)
         vs = Scorer(job, vgg)
         t, s, m = (jnp.asarray(x, jnp.float32) for x in (job.target, job.source, job.mask))

@@ -115,3 +115,17 @@ def authors(case: Case, canvas: int = 512) -> dict[str, np.ndarray]:
                 im = im.resize((canvas, canvas), Image.BICUBIC)
             out[key] = np.asarray(im, np.float32)
     return out
+
+
+def stage1(job, config, vgg, path: Path) -> np.ndarray:
+    """The job's stage-1 blend (float) under ``config``, cached as ``path`` (``.npy``):
+    loaded when it exists, else blended once (stage 2 off) and saved."""
+    path = Path(path)
+    if path.exists():
+        return np.load(path)
+    from jaxblend.blend import blend_job
+
+    r = blend_job(job, config=config.replace(stage2_enabled=False), vgg=vgg)
+    out = np.asarray(r.image_float)
+    np.save(path, out)
+    return out

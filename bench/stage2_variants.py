@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from jaxblend import BlendConfig, metrics
-    from jaxblend.blend import _run_stage, blend_job, stage2_reference, vgg_spec
+    from jaxblend.blend import _run_stage, stage2_reference, vgg_spec
     from jaxblend.io import save_image
     from jaxblend.solve import composite
     from jaxblend.vgg import load_vgg
@@ -69,25 +69,12 @@ def main(argv=None) -> int:
     log = ROOT / "bench" / "results" / "stage2-variants.jsonl"
     for case in (c for c in devset.CASES if c.name in a.cases):
         job = devset.job(case, a.canvas)
-        f = cache / f"{case.name}-{a.canvas}-{digest}.npy"
-        if f.exists():
-            stage1 = np.load(f)
-        else:
-            r = blend_job(job, config=cfg0.replace(stage2_enabled=False), vgg=vgg)
-            stage1 = np.asarray(r.image_float)
-            np.save(f, stage1)
+        stage1 = devset.stage1(job, cfg0, vgg, cache / f"{case.name}-{a.canvas}-{digest}.npy")
         t, s, m = (jnp.asarray(x, jnp.float32) for x in (job.target, job.source, job.mask))
         naive = composite(s, t, m)
         ref, masked = stage2_reference(cfg, naive, jnp.asarray(stage1))
         ind = metrics.Scorer(job.source, job.target, job.mask)
-
-        def layers(img, ind=ind):
-            gr = metrics._alex_grams(ind.params, np.asarray(img, np.float32))
-            g0 = zip(gr, ind._grams["naive"], ind._grams["target"])
-            return [
-                float(np.sum((np.asarray(r, np.float64) - t_) ** 2) / np.sum((n_ - t_) ** 2))
-                for r, n_, t_ in g0
-            ]
+        layers = ind.style_layers
 
         def line(label, q, ly, name=case.name):
             return (f"{name:8s} {label:>7s}  " + " ".join(f"{k[:5]} {q[k]:.4f}" for k in KEYS)
@@ -95,7 +82,13 @@ def main(argv=None) -> int:
 
         theirs = devset.authors(case, a.canvas).get("authors_final")
         if theirs is not None:
-            print(line("authors", ind(np.asarray(theirs, np.float32)), layers(theirs)))
+            print(
+                line(
+                    "authors",
+                    ind(np.asarray(theirs, np.float32)),
+                    layers(np.asarray(theirs, np.float32)),
+                )
+            )
         frames: list = []
         t0 = time.perf_counter()
         _run_stage(

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from jaxblend import BlendConfig, metrics
-    from jaxblend.blend import _run_stage, blend_job, stage2_reference, vgg_spec
+    from jaxblend.blend import _run_stage, stage2_reference, vgg_spec
     from jaxblend.solve import composite, loss_terms, prepare
     from jaxblend.vgg import load_vgg
 
@@ -67,13 +67,7 @@ def main(argv=None) -> int:
     key1 = hashlib.sha256(repr(config.replace(stage2=BlendConfig().stage2)).encode()).hexdigest()
     for case in (c for c in devset.CASES if c.name in a.cases):
         job = devset.job(case, a.canvas)
-        f = cache / f"{case.name}-{key1[:10]}.npy"
-        if f.exists():
-            stage1 = np.load(f)
-        else:
-            r = blend_job(job, config=config.replace(stage2_enabled=False), vgg=vgg)
-            stage1 = np.asarray(r.image_float)
-            np.save(f, stage1)
+        stage1 = devset.stage1(job, config, vgg, cache / f"{case.name}-{key1[:10]}.npy")
         t, s, m = (jnp.asarray(x, jnp.float32) for x in (job.target, job.source, job.mask))
         naive = composite(s, t, m)
         ref, masked = stage2_reference(config, naive, jnp.asarray(stage1))

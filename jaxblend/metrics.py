@@ -308,15 +308,27 @@ def style_distance(
     normalised by the naive paste's distance, so the naive paste scores 1.0 and the target
     itself 0.
     """
+    return float(np.mean(style_layers(result, target, naive, lpips=lpips, _cache=_cache)))
+
+
+def style_layers(
+    result: ArrayLike,
+    target: ArrayLike,
+    naive: ArrayLike,
+    *,
+    lpips: Any = None,
+    _cache: Mapping[str, Any] | None = None,
+) -> list[float]:
+    """The five per-layer ratios (relu1 … relu5) whose mean is :func:`style_distance`."""
     p = _lpips_params(lpips)
     c = _cache or {}
     gt = c.get("target") or [np.asarray(g, np.float64) for g in _alex_grams(p, _img(target, "t"))]
     gn = c.get("naive") or [np.asarray(g, np.float64) for g in _alex_grams(p, _img(naive, "n"))]
     gr = [np.asarray(g, np.float64) for g in _alex_grams(p, _img(result, "result"))]
-    ratios = [
-        np.sum((r - t) ** 2) / max(np.sum((n - t) ** 2), 1e-30) for r, n, t in zip(gr, gn, gt)
+    return [
+        float(np.sum((r - t) ** 2) / max(np.sum((n - t) ** 2), 1e-30))
+        for r, n, t in zip(gr, gn, gt)
     ]
-    return float(np.mean(ratios))
 
 
 class Scorer:
@@ -346,6 +358,10 @@ class Scorer:
             "target": [np.asarray(g, np.float64) for g in _alex_grams(self.params, self.target)],
             "naive": [np.asarray(g, np.float64) for g in _alex_grams(self.params, self.naive)],
         }
+
+    def style_layers(self, result: ArrayLike) -> list[float]:
+        """:func:`style_layers` of ``result`` (the style figure's five layers apart)."""
+        return style_layers(result, self.target, self.naive, lpips=self.params, _cache=self._grams)
 
     def __call__(self, result: ArrayLike) -> dict[str, float]:
         r = _img(result, "result")

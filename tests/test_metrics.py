@@ -123,6 +123,12 @@ def test_style_distance_is_one_for_the_naive_paste_and_zero_for_the_target(job):
     m = mask[..., None] > 0.5
     mix = np.where(m, 0.5 * source + 0.5 * target, target)
     assert 0 < metrics.style_distance(mix, target, naive) < 1
+    layers = metrics.style_layers(mix, target, naive)
+    assert len(layers) == 5 and all(0 < v < 1 for v in layers)
+    assert np.mean(layers) == pytest.approx(metrics.style_distance(mix, target, naive))
+    assert metrics.style_layers(naive, target, naive) == pytest.approx([1.0] * 5, rel=1e-6)
+    scorer = metrics.Scorer(source, target, mask)
+    assert scorer.style_layers(mix) == pytest.approx(layers, rel=1e-6)
 
 
 def test_scorer_gives_every_figure_and_checks_shapes(job):
