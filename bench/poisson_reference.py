@@ -13,11 +13,13 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
 
-def reference_solve(target, source, mask, mode):
+def reference_solve(target, source, mask, mode, screen=0.0):
     """Direct sparse solve of Pérez et al. Eq. 7, float64, built from the pixel pairs.
 
     For p in the mask: |N_p| f_p - sum_{q in N_p, in mask} f_q
     = sum_{q in N_p, outside mask} f*_q + sum_{q in N_p} v_pq, N_p = in-canvas 4-neighbours.
+    ``screen`` = lam > 0: the screened equation, lam * f_p added on the left and lam * g_p
+    on the right (the minimiser of the gradient error plus lam * ||f - g||^2 on the mask).
     """
     f = np.asarray(target, np.float64)
     g = np.asarray(source, np.float64)
@@ -44,6 +46,8 @@ def reference_solve(target, source, mask, mode):
         np.add.at(rhs, p[~q_in], f[a[~q_in], b[~q_in]])
         rows.append(p[q_in])
         cols.append(index[a[q_in], b[q_in]])
+    diag += screen
+    rhs += screen * g[pi, pj]
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     mat = sp.csc_matrix(
         (

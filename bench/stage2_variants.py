@@ -5,7 +5,8 @@
 
 Stage 1 runs once per case with the defaults (cached under ``--cache``, as
 ``bench/calibrate_set.py`` does); stage 2 runs with ``--stage2`` overriding its
-``StageConfig`` (``--set`` the ``BlendConfig``) for ``--steps`` evaluations. After every
+``StageConfig`` (``--set`` the ``BlendConfig``, both stages: stage 1 is cached per
+``--set``) for ``--steps`` evaluations. After every
 ``chunk`` evaluations the best iterate is scored with :mod:`jaxblend.metrics` and the
 style distance's five AlexNet layers (relu1 … relu5, each divided by the naive paste's)
 are printed apart, with the authors' final beside them: which layer a variant wins or
@@ -54,18 +55,20 @@ def main(argv=None) -> int:
     ap.add_argument("--images", default="/tmp/jaxblend-stage2-variants")
     a = ap.parse_args(argv)
     vgg = load_vgg()
-    cfg0 = BlendConfig(canvas=a.canvas)
+    # --set changes the whole configuration, stage 1 (cached per --set) included.
+    cfg0 = BlendConfig(canvas=a.canvas).replace(**json.loads(a.set))
     over = json.loads(a.stage2)
     for k in ("content_layers", "style_layers", "hist_layers"):
         if k in over:
             over[k] = tuple((str(n), float(w)) for n, w in over[k])
     st2 = dataclasses.replace(cfg0.stage2, steps=a.steps, **over)
-    cfg = cfg0.replace(stage2=st2, **json.loads(a.set))
+    cfg = cfg0.replace(stage2=st2)
     spec = vgg_spec(vgg, cfg.precision)
     cache, images = Path(a.cache), Path(a.images)
     cache.mkdir(parents=True, exist_ok=True)
     images.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(json.dumps({}, sort_keys=True).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(json.loads(a.set), sort_keys=True).encode()).hexdigest()
+    digest = digest[:8]
     log = ROOT / "bench" / "results" / "stage2-variants.jsonl"
     for case in (c for c in devset.CASES if c.name in a.cases):
         job = devset.job(case, a.canvas)

@@ -113,18 +113,27 @@ def _platform(x: Any) -> str:
 
 
 def initial_image(
-    init: str, target: jax.Array, source: jax.Array, mask: jax.Array, seed: int | jax.Array
+    init: str,
+    target: jax.Array,
+    source: jax.Array,
+    mask: jax.Array,
+    seed: int | jax.Array,
+    screen: float = 0.0,
 ) -> jax.Array:
     """Stage-1 start: ``noise`` (the paper), ``randn`` (the authors' code: standard
     normal values, nearly black), ``paste`` (the source) or ``poisson``.
 
-    Works on one job (``H x W x 3``) or a stack (``N x H x W x 3``, seeds ``N``).
+    ``screen`` (``init="poisson"``): :func:`screen_weight` of each job's mask, so the
+    Poisson correction fades from the mask's edge over ``√area / screen`` px (``0``: the
+    classical blend). Works on one job (``H x W x 3``) or a stack (``N x H x W x 3``,
+    seeds ``N``).
     """
     if init == "paste":
         return source
     if init == "poisson":
         from jaxblend.poisson import poisson_solve
 
+        lam = screen_weight(mask, screen)
         if target.ndim == 3 and target.shape[0] * target.shape[1] > LARGE_CANVAS:
             # One large canvas: solve on the mask's box plus its 1-px Dirichlet ring only
             # (the same system; jaxblend.poisson.blend_job), pasted into the target.
@@ -132,8 +141,8 @@ def initial_image(
             from jaxblend.io import Job
 
             job = Job(*(np.asarray(a, np.float32) for a in (target, source, mask)), None)
-            return jnp.asarray(poisson.blend_job(job, mode="normal"))
-        return poisson_solve(target, source, mask, mode="normal")  # a stack: one loop
+            return jnp.asarray(poisson.blend_job(job, mode="normal", screen=float(lam)))
+        return poisson_solve(target, source, mask, mode="normal", screen=lam)  # one loop
     if init in ("noise", "randn"):
         seeds = jnp.atleast_1d(jnp.asarray(seed, jnp.uint32))
         shape = target.shape[-3:]
@@ -148,6 +157,18 @@ def initial_image(
         x = jax.vmap(one)(seeds)
         return x if target.ndim == 4 else x[0]
     raise ValueError(f"unknown init {init!r}")
+
+
+def screen_weight(mask: Any, screen: float) -> Any:
+    """The screened-Poisson weight ``λ = screen² / area`` (1/px²) of each job's mask
+    (``area`` = the mask's sum; one number, or one per job of a stack), so the correction's
+    decay length ``1/√λ = √area / screen`` scales with the object: the same start at any
+    canvas size. ``screen = 0``: ``λ = 0``, the classical Poisson blend."""
+    if not screen:
+        return 0.0
+    m = jnp.asarray(mask, jnp.float32)
+    area = jnp.maximum(jnp.sum(m, axis=(-2, -1)), 1.0)
+    return (jnp.float32(screen) ** 2 / area).astype(jnp.float32)
 
 
 def stage_programs(
@@ -294,7 +315,7 @@ def run_stages(
     seed = config.seed if seed is None else seed
     out: dict[str, Any] = {"losses": {}, "evaluations": {}, "seconds": {}}
     t = time.perf_counter()
-    x0 = initial_image(config.init, target, source, mask, seed)
+    x0 = initial_image(config.init, target, source, mask, seed, config.screen)
     # The content reference is the naive paste: the object as it is, in the scene.
     naive = composite(source, target, mask)
     n_coarse = 0

@@ -131,6 +131,16 @@ class StageConfig:
         Used automatically when the window is below 60% of the canvas's area and the
         stage has no histogram term and no ``style_image="iterate"``; ``False`` always
         evaluates the whole canvas.
+      tone: weight of the object's tone term (:func:`jaxblend.losses.tone_loss`): the
+        blend's colours blurred by a Gaussian of ``tone_sigma`` px, inside the mask,
+        against the content reference's (in stage 2 the stage-1 blend). Texture finer
+        than the blur is free, so the style term can repaint the object's surface while
+        its coarse tones stay: a dark object on a light scene stays dark instead of being
+        pulled to the scene's palette. With ``normalize`` it is divided by the same
+        figure for the scene itself (1.0 = the object's tones replaced by the scene's).
+        A stage with a tone term runs on the whole canvas (no window). Not in the paper.
+      tone_sigma: the tone term's blur width in px (at the 512-px canvas the defaults
+        are calibrated on).
     """
 
     grad: float = 0.0
@@ -155,9 +165,11 @@ class StageConfig:
     content_image: str = "blend"
     window: bool = True
     reach: float = 0.0
+    tone: float = 0.0
+    tone_sigma: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("grad", "content", "style", "hist", "tv", "range"):
+        for name in ("grad", "content", "style", "hist", "tv", "range", "tone"):
             validate.number(getattr(self, name), f"{name} (a loss weight)", 0.0, validate.F32_MAX)
         validate.integer(self.steps, "steps", 1, validate.MAX_STEPS)
         for name in ("content_layers", "style_layers", "hist_layers"):
@@ -179,6 +191,8 @@ class StageConfig:
         validate.number(self.style_object, "style_object", 0.0, 1.0)
         validate.number(self.style_stop, "style_stop", 0.0, 1.0)
         validate.number(self.reach, "reach", 0.0, 1000.0)
+        validate.number(self.tone_sigma, "tone_sigma (a blur width in px)", 0.0, 64.0,
+                        lo_open=True)  # fmt: skip
         if self.content_image not in CONTENT_IMAGES:
             raise InputError(
                 f"content_image must be one of {', '.join(CONTENT_IMAGES)}; "
@@ -295,6 +309,12 @@ class BlendConfig:
         ``"vgg16-authors"`` come with ``jaxblend weights fetch``).
       style_strength: a factor on both stages' style weights: above 1 more of the scene's
         style, below 1 less (0 turns the style terms off).
+      screen: with ``init="poisson"``, start from the *screened* Poisson blend
+        (:func:`jaxblend.poisson.poisson_solve`'s ``screen``): the correction to the pasted
+        source fades from the mask's edge over ``√area / screen`` px (``area``: the mask's
+        pixel count), so the seam is as smooth but the object keeps its own colours instead
+        of taking the scene's brightness throughout. ``0``: the classical Poisson blend.
+        Not in the paper.
     """
 
     stage1: StageConfig = STAGE1
@@ -312,6 +332,7 @@ class BlendConfig:
     stage2_content: str = "object"
     network: str = "vgg16"
     style_strength: float = 1.0
+    screen: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("stage1", "stage2"):
@@ -325,6 +346,7 @@ class BlendConfig:
         validate.integer(self.history, "history (the L-BFGS memory)", 1, 1000)
         validate.integer(self.chunk, "chunk", 1, validate.MAX_STEPS)
         validate.number(self.style_strength, "style_strength", 0.0)
+        validate.number(self.screen, "screen", 0.0, 1000.0)
         if not isinstance(self.stage2_enabled, bool):
             raise InputError(f"stage2_enabled must be true or false, got {self.stage2_enabled!r}")
         if not isinstance(self.network, str) or not self.network:

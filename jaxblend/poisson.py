@@ -90,6 +90,19 @@ def _check_solver(tol: object, maxiter: object) -> None:
         )
 
 
+def _check_screen(screen: object) -> None:
+    """Refuse a screening weight that is not a finite number (or array) >= 0."""
+    if isinstance(screen, (bool, str)):
+        v = np.array(np.nan)
+    else:
+        try:
+            v = np.asarray(screen, np.float64)
+        except (TypeError, ValueError):
+            v = np.array(np.nan)
+    if v.size == 0 or not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise InputError(f"screen must be a finite number >= 0 (in 1/px²), got {screen!r}")
+
+
 def _check_shapes(target: ArrayLike, source: ArrayLike, mask: ArrayLike) -> None:
     """Canvas shapes: ``... x H x W x 3`` images and an ``... x H x W`` mask, all alike."""
     t, s, m = (np.shape(a) for a in (target, source, mask))
@@ -370,8 +383,14 @@ def _solve_channel(
     tol: jax.Array,
     mode: str,
     maxiter: int,
+    screen: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One colour channel (``H x W``): the solution on the mask, iterations, relative residual.
+
+    ``screen`` (``λ`` of :func:`poisson_solve`, broadcast against the leading axes) adds
+    ``λ f_p`` to the operator and ``λ g_p`` to the right-hand side; the V-cycle still
+    inverts the unscreened operator, which bounds the screened one from below, so it stays
+    a good preconditioner.
 
     ``masks`` are the levels' unknowns, ghosted. The unknowns are written
     ``x = m * (g + s) + e``: the pasted source shifted by ``s``, the mean target - source
@@ -383,6 +402,8 @@ def _solve_channel(
     mg = masks[0]
     m = mg[_IN]
     deg, _ = _grid(*m.shape[-2:])
+    lam = jnp.asarray(screen, jnp.float32)
+    lam = lam.reshape(lam.shape + (1, 1)) if lam.ndim else lam
     out = 1.0 - m
     s = jnp.sum(ring * (f - g), axis=(-2, -1), keepdims=True) / jnp.maximum(
         jnp.sum(ring, axis=(-2, -1), keepdims=True), 1.0
@@ -391,14 +412,14 @@ def _solve_channel(
     if mode == "normal":  # div v = deg * g - sum of the neighbours of g
         zero = jnp.zeros_like(mg)
         fg, gg, og = _put(zero, f), _put(zero, g), _put(zero, out)  # ghosted, zero rings
-        b = m * (deg * g - _nsum(gg) + _nsum(og * fg))
+        b = m * (deg * g - _nsum(gg) + _nsum(og * fg) + lam * g)
         # b - A(m * (g + s)) simplifies to the step across the boundary, summed over the
-        # outside neighbours: m * sum_q (1 - m_q) * (f_q - g_q - s).
-        r0 = m * _nsum(og * (fg - gg - s))
+        # outside neighbours: m * sum_q (1 - m_q) * (f_q - g_q - s), less lam * s.
+        r0 = m * (_nsum(og * (fg - gg - s)) - lam * s)
     else:
-        b = m * (_guidance_divergence(f, g, mode) + _neighbour_sum(out * f))
+        b = m * (_guidance_divergence(f, g, mode) + _neighbour_sum(out * f) + lam * g)
         x0 = m * (g + s)
-        r0 = b - m * (deg * x0 - _neighbour_sum(x0))
+        r0 = b - m * ((deg + lam) * x0 - _neighbour_sum(x0))
 
     def dot(a: jax.Array, c: jax.Array) -> jax.Array:
         return jnp.sum(a * c, axis=(-2, -1), keepdims=True)
@@ -417,7 +438,7 @@ def _solve_channel(
         rz = dot(r0_, z)
         beta = jnp.where(rz_old > 0, rz / jnp.where(rz_old > 0, rz_old, 1.0), 0.0)
         p = z + beta * p0
-        ap = _put(bufs[0].u, jnp.where(on[0][_IN], deg * p[_IN] - _nsum(p), 0.0))  # u: free
+        ap = _put(bufs[0].u, jnp.where(on[0][_IN], (deg + lam) * p[_IN] - _nsum(p), 0.0))
         pap = dot(p, ap)
         alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
         r = r0_ - alpha * ap
@@ -441,7 +462,13 @@ def _solve_channel(
 
 @partial(jax.jit, static_argnames=("mode", "maxiter"))
 def _solve(
-    target: jax.Array, source: jax.Array, mask: jax.Array, tol: jax.Array, mode: str, maxiter: int
+    target: jax.Array,
+    source: jax.Array,
+    mask: jax.Array,
+    tol: jax.Array,
+    mode: str,
+    maxiter: int,
+    screen: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The jitted solve of one job: ``(solution canvas, most CG iterations of a channel,
     largest relative residual of a channel)``.
@@ -452,10 +479,10 @@ def _solve(
     the red cells) broadcast over a stack's leading axes, also under strict rank promotion.
     """
     with jax.numpy_rank_promotion("allow"):
-        return _solve_body(target, source, mask, tol, mode, maxiter)
+        return _solve_body(target, source, mask, tol, mode, maxiter, screen)
 
 
-def _solve_body(target, source, mask, tol, mode, maxiter):
+def _solve_body(target, source, mask, tol, mode, maxiter, screen=0.0):
     target = target.astype(jnp.float32)
     source = source.astype(jnp.float32)
     m = (mask > 0).astype(jnp.float32)
@@ -464,7 +491,7 @@ def _solve_body(target, source, mask, tol, mode, maxiter):
     masks = [_ghost(x) for x in levels]
     ring = (1.0 - m) * jnp.minimum(_nsum(masks[0]), 1.0)  # target pixels next to the mask
     parts = [
-        _solve_channel(target[..., c], source[..., c], masks, inv, ring, tol, mode, maxiter)
+        _solve_channel(target[..., c], source[..., c], masks, inv, ring, tol, mode, maxiter, screen)
         for c in range(target.shape[-1])
     ]
     x = jnp.stack([p[0] for p in parts], axis=-1)
@@ -488,6 +515,7 @@ def poisson_solve(
     mode: Mode = "normal",
     tol: float = DEFAULT_TOL,
     maxiter: int = DEFAULT_MAXITER,
+    screen: ArrayLike = 0.0,
 ) -> jax.Array:
     """Solve the Poisson image-editing equation on the whole canvas.
 
@@ -523,6 +551,13 @@ def poisson_solve(
         the cases of ``tests/test_poisson.py`` and ``bench/poisson.py`` (requirement: 0.5);
         ``1e-7`` comes within 0.002 of it (``tests/test_poisson.py``).
       maxiter: cap on CG iterations (5-6 reach the default tolerance).
+      screen: ``λ >= 0`` (1/px², a number or one per job of a stack): the *screened*
+        Poisson equation (Bhat et al. 2008), ``(|N_p| + λ) f_p - Σ_{q∈N_p∩Ω} f_q = … +
+        λ g_p``, the minimiser of the gradient error plus ``λ ‖f − g‖²`` on the mask. The
+        correction to the pasted source then fades with the distance from the mask's edge
+        over ``1/√λ`` px instead of filling the whole mask: the seam is as seamless, but
+        the object's interior keeps its own colours (Poisson pulls a dark object on a light
+        scene towards the scene's brightness). ``0`` is Pérez's equation.
 
     Returns:
       ``H x W x 3`` float32: the solution on the mask, the target (bit for bit) elsewhere.
@@ -541,11 +576,13 @@ def poisson_solve(
     _check_shapes(target, source, mask)
     if not isinstance(mask, jax.core.Tracer) and _no_boundary(mask):
         raise InputError("mask covers the whole canvas, so there is no boundary to blend into")
-    out, _, _ = _solve_batched(target, source, mask, tol, mode, maxiter)
+    if not isinstance(screen, jax.core.Tracer):
+        _check_screen(screen)
+    out, _, _ = _solve_batched(target, source, mask, tol, mode, maxiter, screen)
     return out
 
 
-def _solve_batched(target, source, mask, tol, mode, maxiter):
+def _solve_batched(target, source, mask, tol, mode, maxiter, screen=0.0):
     """The jitted solver on one job or on a stack (leading axes): one loop for the stack.
 
     The solver broadcasts over leading axes itself; the loop runs while any job is above
@@ -557,7 +594,8 @@ def _solve_batched(target, source, mask, tol, mode, maxiter):
     target = jnp.asarray(target)
     source = jnp.asarray(source)
     mask = jnp.asarray(mask)
-    return _solve(target, source, mask, jnp.asarray(tol, jnp.float32), mode, maxiter)
+    tol = jnp.asarray(tol, jnp.float32)
+    return _solve(target, source, mask, tol, mode, maxiter, jnp.asarray(screen, jnp.float32))
 
 
 def solve_window(mask: np.ndarray, bucket: int = _BUCKET) -> tuple[slice, slice]:
@@ -626,28 +664,37 @@ def poisson_blend(
 
 
 def blend_job(
-    job: io.Job, *, mode: Mode = "normal", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER
+    job: io.Job,
+    *,
+    mode: Mode = "normal",
+    tol: float = DEFAULT_TOL,
+    maxiter: int = DEFAULT_MAXITER,
+    screen: float = 0.0,
 ) -> np.ndarray:
-    """:func:`poisson_blend` for a job already laid out by :func:`jaxblend.io.place`.
+    """:func:`poisson_blend` for a job already laid out by :func:`jaxblend.io.place`
+    (``screen``: see :func:`poisson_solve`).
 
     Solves on :func:`solve_window` of the canvas only and pastes the result into the
     target. Returns ``H x W x 3`` float32 clipped to ``[0, 255]``.
     """
     _check_mode(mode)
     _check_solver(tol, maxiter)
+    _check_screen(screen)
     if _no_boundary(job.mask):
         raise InputError("mask covers the whole canvas, so there is no boundary to blend into")
     rs, cs = solve_window(job.mask)
     out = _solve_clipped(
-        job.target[rs, cs], job.source[rs, cs], job.mask[rs, cs], tol, mode=mode, maxiter=maxiter
-    )
+        job.target[rs, cs], job.source[rs, cs], job.mask[rs, cs], tol, mode=mode,
+        maxiter=maxiter, screen=screen,
+    )  # fmt: skip
     result = np.clip(job.target, 0.0, 255.0, dtype=np.float32)  # one pass: copy and clip
     result[rs, cs] = np.asarray(out)
     return result
 
 
 @partial(jax.jit, static_argnames=("mode", "maxiter"))
-def _solve_clipped(target, source, mask, tol, mode: str, maxiter: int) -> jax.Array:
+def _solve_clipped(target, source, mask, tol, mode: str, maxiter: int, screen=0.0) -> jax.Array:
     """:func:`_solve` of one window, clipped to ``[0, 255]`` in the same program."""
-    out, _, _ = _solve(target, source, mask, jnp.asarray(tol, jnp.float32), mode, maxiter)
+    tol = jnp.asarray(tol, jnp.float32)
+    out, _, _ = _solve(target, source, mask, tol, mode, maxiter, jnp.asarray(screen, jnp.float32))
     return jnp.clip(out, 0.0, 255.0)

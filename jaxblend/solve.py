@@ -39,7 +39,7 @@ from jaxblend.optim import gaussian_blur, make_solver
 from jaxblend.spectrum import fine_scale_sigma
 from jaxblend.vgg import features as vgg_features
 
-TERMS = ("grad", "content", "style", "hist", "tv", "range")
+TERMS = ("grad", "content", "style", "hist", "tv", "range", "tone")
 
 
 class VGGSpec(NamedTuple):
@@ -70,6 +70,7 @@ class StageData(NamedTuple):
     content_box: jax.Array = 1.0  # canvas / source box area (content_image="masked"), else 1
     window: Any = None  # window_mod.WindowData: the exact windowed objective (None: full)
     sigma: jax.Array = 0.0  # the search smoothing's width (px) when cfg.smooth == "auto"
+    tone_ref: jax.Array = 0.0  # H x W x 3: the tone term's reference image (cfg.tone)
 
 
 class Carry(NamedTuple):
@@ -194,10 +195,14 @@ def prepare(
             n: jnp.maximum(losses.content_loss(tmf, ref, m, weights={n: 1.0}), tiny)
             for n in c_layers
         }
+        if cfg.tone:  # the scene's own tones against the reference's, inside the mask
+            scale["tone"] = jnp.maximum(
+                losses.tone_loss(target, content_ref, mask, cfg.tone_sigma), tiny
+            )
     box = source_box_fraction(source, target) if as_masked else jnp.float32(1.0)
     return StageData(
         params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, None,
-        _sigma(cfg, target),
+        _sigma(cfg, target), content_ref if cfg.tone else jnp.float32(0),
     )  # fmt: skip
 
 
@@ -416,6 +421,9 @@ def loss_terms(
         out["tv"] = cfg.tv * (tv / sc["tv"] if sc else tv)
     if cfg.range:
         out["range"] = cfg.range * (px["range"] if wd is not None else losses.range_loss(blend))
+    if cfg.tone:  # never windowed (window.windowable)
+        t = losses.tone_loss(blend, data.tone_ref, data.mask, cfg.tone_sigma)
+        out["tone"] = cfg.tone * (t / sc["tone"] if sc else t)
     return out
 
 
@@ -564,7 +572,7 @@ def programs(
     var = functools.partial(to_variable, cfg)
     img = functools.partial(full_image, cfg)
     if batched:
-        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        d_axes = StageData(None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         prep = jax.vmap(prep, in_axes=(None, 0, 0, 0, 0), out_axes=d_axes)
         st = jax.vmap(st, in_axes=(0, d_axes))
         adv = jax.vmap(adv, in_axes=(0, d_axes, 0))  # a budget per job

@@ -253,12 +253,13 @@ def windowable(cfg: StageConfig) -> bool:
     """Whether a stage's objective can be computed exactly on a window (see module doc):
     ``window`` on, ``region="mask"`` or a bounded ``region="image"`` (``reach > 0``), no
     histogram term, the style term (if any) on the composite, the content term (if any) on
-    the composite's features, and at least one VGG term (otherwise there is nothing to
+    the composite's features, no tone term, and at least one VGG term (otherwise there is nothing to
     save)."""
     return bool(
         cfg.window
         and (cfg.region == "mask" or bounded(cfg))
         and not cfg.hist
+        and not cfg.tone
         and (not cfg.style or cfg.style_image == "blend")
         and (not cfg.content or cfg.content_image == "blend")
         and _terms_layers(cfg)

@@ -516,3 +516,73 @@ def test_style_stop_ends_a_job_where_its_style_is_reached(vgg, job, case1):
         )
     with pytest.raises(InputError, match="style_stop needs normalize"):
         dataclasses.replace(s2, normalize=False, style_stop=0.1)
+
+
+def test_tone_term_holds_the_objects_tones_and_batches(vgg, job):
+    """Stage 2's tone term: normalised, the scene itself scores 1.0 against the reference
+    and the reference 0; with a strong tone weight the stage keeps the object's coarse
+    colours closer to stage 1's than without; a stack equals the single runs; a stage with
+    a tone term is never windowed."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from jaxblend import losses, window
+    from jaxblend.solve import VGGSpec, loss_terms, prepare
+
+    s2 = dataclasses.replace(TINY.stage2, normalize=True, tone=1.0, tone_sigma=2.0)
+    t, s, m = (jnp.asarray(a, jnp.float32) for a in (job.target, job.source, job.mask))
+    ref = jnp.asarray(job.naive, jnp.float32)
+    data = prepare(s2, VGGSpec(), vgg.params, t, m, s, ref, masked=False)
+    at = lambda x: float(loss_terms(s2, VGGSpec(), x, data, masked=False)["tone"])  # noqa: E731
+    assert at(t) == pytest.approx(1.0, rel=1e-4)
+    assert at(ref) == pytest.approx(0.0, abs=1e-9)
+    assert not window.windowable(dataclasses.replace(s2, region="mask"))
+
+    def coarse_gap(r):
+        a, b = np.asarray(r["image"], np.float32), np.asarray(r["stage1"], np.float32)
+        return float(losses.tone_loss(a, b, job.mask, 2.0))
+
+    base = TINY.replace(
+        stage2=dataclasses.replace(TINY.stage2, normalize=True, content=1.0, style=30.0, steps=8)
+    )
+    strong = base.replace(stage2=dataclasses.replace(base.stage2, tone=30.0, tone_sigma=2.0))
+    free, held = (run_stages(c, vgg, job.target, job.source, job.mask) for c in (base, strong))
+    assert coarse_gap(held) < 0.5 * coarse_gap(free)
+    stack = run_stages(
+        strong, vgg, np.stack([job.target, job.target[::-1]]), np.stack([job.source] * 2),
+        np.stack([job.mask] * 2), seed=np.array([0, 0]), batched=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(stack["image"][0]), np.asarray(held["image"]), rtol=1e-3, atol=0.05
+    )
+    with pytest.raises(InputError, match="tone_sigma"):
+        dataclasses.replace(s2, tone_sigma=0.0)
+
+
+def test_screened_start(vgg, job):
+    """screen > 0: the start is the screened Poisson blend with λ = screen² / mask area,
+    per job in a stack; 0 is the classical one; a bad value is a one-line error."""
+    from jaxblend.blend import initial_image, screen_weight
+    from jaxblend.poisson import poisson_solve
+
+    area = float(np.sum(job.mask))
+    lam = float(screen_weight(job.mask, 4.0))
+    assert lam == pytest.approx(16.0 / area)
+    x0 = initial_image("poisson", job.target, job.source, job.mask, 0, 4.0)
+    want = poisson_solve(job.target, job.source, job.mask, screen=16.0 / area)
+    np.testing.assert_allclose(np.asarray(x0), np.asarray(want), atol=1e-3)
+    plain = initial_image("poisson", job.target, job.source, job.mask, 0, 0.0)
+    assert np.abs(np.asarray(plain) - np.asarray(x0)).max() > 1.0
+    small = np.asarray(job.mask).copy()
+    small[: small.shape[0] // 2] = 0
+    masks = np.stack([job.mask, small])
+    xs = initial_image(
+        "poisson", np.stack([job.target] * 2), np.stack([job.source] * 2), masks,
+        np.array([0, 0]), 4.0,
+    )  # fmt: skip
+    for i in range(2):
+        one = initial_image("poisson", job.target, job.source, masks[i], 0, 4.0)
+        np.testing.assert_allclose(np.asarray(xs[i]), np.asarray(one), atol=1e-3)
+    with pytest.raises(InputError, match="screen"):
+        BlendConfig(screen=-1.0)

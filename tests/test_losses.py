@@ -255,3 +255,34 @@ def test_masked_gram_and_object_style_loss(rng):
     f3 = np.where(w[..., None] > 0, 2.0 * f, f)
     loss = float(losses.style_loss({"a": f3}, g, w, weights={"a": 2.0}))
     np.testing.assert_allclose(loss, 2.0 * np.mean((4.0 * want - want) ** 2), rtol=1e-5)
+
+
+def test_blur_matches_scipy(rng):
+    x = rng.uniform(0, 255, (23, 31, 3))
+    for sigma in (1.0, 2.0, 4.0):
+        ref = ndimage.gaussian_filter(x, (sigma, sigma, 0), mode="constant", truncate=3.0)
+        # scipy truncates at int(3σ + 0.5) px, losses.blur at ⌈3σ⌉: the same for these σ
+        np.testing.assert_allclose(losses.blur(x, sigma), ref, atol=2e-3)
+
+
+def test_tone_loss_ignores_fine_texture_and_sees_a_tone_shift(rng):
+    """A ±30 checkerboard (texture finer than the blur) costs almost nothing, a uniform
+    +30 shift (the tone) costs 30² inside the mask; only the mask's pixels count."""
+    h, w = 40, 40
+    ref = rng.uniform(60, 200, (h, w, 3))
+    mask = np.zeros((h, w), np.float32)
+    mask[10:30, 10:30] = 1
+    yy, xx = np.mgrid[:h, :w]
+    checker = 30.0 * np.where((yy + xx) % 2 == 0, 1.0, -1.0)[..., None]
+    shift = np.full((h, w, 3), 30.0)
+    assert float(losses.tone_loss(ref + checker, ref, mask, 3.0)) < 0.01 * 30**2
+    np.testing.assert_allclose(float(losses.tone_loss(ref + shift, ref, mask, 3.0)), 900, rtol=1e-3)
+    # a change outside the mask, beyond the blur's reach, costs nothing
+    far = ref.copy()
+    far[:2] += 100.0
+    assert float(losses.tone_loss(far, ref, mask, 2.0)) < 1e-6
+    # independent reference: the NumPy formula with scipy's blur
+    x = ref + rng.normal(0, 20, ref.shape)
+    d = ndimage.gaussian_filter(x - ref, (2.0, 2.0, 0), mode="constant", truncate=3.0)
+    want = np.sum(mask[..., None] * d**2) / (3 * mask.sum())
+    np.testing.assert_allclose(float(losses.tone_loss(x, ref, mask, 2.0)), want, rtol=1e-3)

@@ -257,3 +257,53 @@ def test_stacked_jobs_stop_on_their_own_residual():
     stacked = np.asarray(poisson_solve(*(np.stack(x) for x in zip(*jobs, strict=True))))
     for i, one in enumerate(single):
         assert np.abs(stacked[i] - one).max() < 3e-4, (i, np.abs(stacked[i] - one).max())
+
+
+@pytest.mark.parametrize("mode", ["normal", "mixed"])
+@pytest.mark.parametrize("screen", [1 / 4.0**2, 1 / 16.0**2])
+def test_screened_matches_direct_solve(mode, screen):
+    t, s, m = synthetic(3)
+    ref = reference_solve(t, s, m, mode, screen=screen)
+    out = np.asarray(poisson_solve(t, s, m, mode=mode, screen=screen, tol=1e-7))
+    assert np.abs(out - ref).max() < TIGHT_BAR
+    assert np.array_equal(out[m == 0], t[m == 0])
+    # the default tolerance meets the 0.5-grey-level requirement (its residual is relative
+    # to a right-hand side that now includes screen * g, so it stops a little earlier)
+    out = np.asarray(poisson_solve(t, s, m, mode=mode, screen=screen))
+    assert np.abs(out - ref).max() < 0.5
+
+
+def test_screening_keeps_the_interior_and_fades_the_offset():
+    """A dark square source on a light target: Poisson lifts the whole square to the
+    target's level (the source is flat), the screened solve only near the edge, over about
+    1/sqrt(screen) px."""
+    n = 64
+    t = np.full((n, n, 3), 200.0, np.float32)
+    s = np.full((n, n, 3), 40.0, np.float32)
+    m = np.zeros((n, n), np.float32)
+    m[8:56, 8:56] = 1
+    plain = np.asarray(poisson_solve(t, s, m))
+    screened = np.asarray(poisson_solve(t, s, m, screen=1 / 4.0**2))
+    assert abs(plain[32, 32, 0] - 200) < 0.5  # harmonic fill: all of the step
+    assert abs(screened[32, 32, 0] - 40) < 2.5  # 24 px = 6 decay lengths in: the source
+    edge = screened[8, 32, 0]  # the mask's first row: most of the step still
+    assert 40 + 0.5 * 160 < edge < 200
+    prof = screened[8:33, 32, 0]
+    assert np.all(np.diff(prof) <= 1e-3)  # monotone fade from the edge inwards
+
+
+def test_screen_per_job_in_a_stack_equals_single_calls():
+    jobs = [synthetic(k) for k in (4, 5)]
+    t, s, m = (np.stack(a) for a in zip(*jobs))
+    lam = np.array([0.0, 1 / 8.0**2], np.float32)
+    stacked = np.asarray(poisson_solve(t, s, m, screen=lam))
+    for k in range(2):
+        one = np.asarray(poisson_solve(t[k], s[k], m[k], screen=float(lam[k])))
+        assert np.abs(stacked[k] - one).max() < 1e-3
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "x", True])
+def test_bad_screen_raises(bad):
+    t, s, m = synthetic(0, 16)
+    with pytest.raises(InputError, match="screen"):
+        poisson_solve(t, s, m, screen=bad)
