@@ -383,6 +383,14 @@ def _parser() -> argparse.ArgumentParser:
         help="guidance: the source's gradients (seamless cloning) or, per pixel "
         "pair, the larger of the source's and the target's (mixed)",
     )
+    p.add_argument(
+        "--screen",
+        default="0",
+        metavar="S",
+        help="screened Poisson: the correction to the pasted source fades from the mask's "
+        "edge over sqrt(mask area)/S px, so the object keeps its own colours inside "
+        f"(0: classical Poisson; the deep blend starts from S = {DEFAULTS.screen:g})",
+    )
     _add_quiet(p)
 
     pl = command(
@@ -663,14 +671,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_poisson(args: argparse.Namespace) -> int:
+    from jaxblend import validate
+    from jaxblend.blend import screen_weight
     from jaxblend.io import save_image
     from jaxblend.poisson import blend_job
     from jaxblend.progress import BlendProgress
 
+    screen = validate.number(args.screen, "--screen", 0.0, 1000.0)
     bar = BlendProgress(quiet=args.quiet)
     job = _layout(args, _canvas_side(args), args.source_size)
     bar.phase(f"Poisson {args.mode} cloning (compiled on first use of this window size)")
-    out = blend_job(job, mode=args.mode)
+    out = blend_job(job, mode=args.mode, screen=float(screen_weight(job.mask, screen)))
     bar.phase(f"writing {args.out}")
     save_image(out, args.out)
     print(f"wrote {args.out}")

@@ -103,6 +103,18 @@ def test_poisson_cli(tmp_path, case1):
     )  # fmt: skip
     assert p.returncode == 2 and "outside" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "q.png").exists()
+    # --screen: the screened solve (differs from the classical one); a bad value is exit 2
+    base = ("poisson", "--source", str(case1 / "source.png"), "--mask", str(case1 / "mask.png"),
+            "--target", str(case1 / "target.png"), "--center", "30,34", "--canvas", "64",
+            "--source-size", "36")  # fmt: skip
+    for name, screen in (("c.png", "0"), ("s.png", "8")):
+        p = run(*base, "--screen", screen, "-o", str(tmp_path / name))
+        assert p.returncode == 0, p.stderr
+    a, b = (np.asarray(Image.open(tmp_path / n), np.float32) for n in ("c.png", "s.png"))
+    assert np.abs(a - b).max() > 5
+    p = run(*base, "--screen", "-1", "-o", str(tmp_path / "r.png"))
+    assert p.returncode == 2 and "--screen" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.png").exists()
 
 
 def _cache_env(cache, **extra):
