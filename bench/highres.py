@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reach", type=float, default=0.5, help="stage 2's StageConfig.reach (0: whole canvas)"
     )
+    ap.add_argument("--stage2", default="{}", help="JSON of stage-2 StageConfig overrides")
     ap.add_argument("--note", default="")
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     target, source, mask, center, source_size = build(args.width, args.height, args.object)
     config = jaxblend.BlendConfig(canvas=max(args.width, args.height), source_size=source_size)
-    config = config.replace(stage2=dataclasses.replace(config.stage2, reach=args.reach))
+    over = json.loads(args.stage2)
+    config = config.replace(stage2=dataclasses.replace(config.stage2, reach=args.reach, **over))
     if args.steps1 or args.steps2:
         config = config.replace(
             steps1=args.steps1 or config.stage1.steps, steps2=args.steps2 or config.stage2.steps

@@ -18,6 +18,13 @@ rule's one constant, chosen on the development set (case1, case2, case4 at 512²
 ``σ`` itself (0.78 px on case1's portrait) case1's style distance stayed above the
 authors'; ``1.25 σ`` (0.97 px) reaches it, and on the grainy scenes (0.24–0.35 px before
 the gain) the smoothing stays near the identity either way.
+
+The rule was calibrated on 512-pixel canvases, and it does not carry over to much larger
+ones: on case4's painting upsampled to 2048×1536 and 4096×3072 (``bench/highres.py``) it
+gives σ = 1.34 and 1.26 px, and stage 2 then stalls (its normalised style term ends at
+0.54–0.62 against 0.17 with raw steps, whether the seam weight is coupled to σ or not)
+while the object dissolves into grey ripples. So above ``CALIBRATED_SIDE`` the width
+shrinks with the canvas's long side ``L``: ``σ · min(1, CALIBRATED_SIDE / L)``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ LOW = (0.10, 0.15)
 HIGH = (0.35, 0.40)
 #: The factor on the matched ``σ`` (see the module docstring).
 GAIN = 1.25
+#: The canvas side (px) the rule was calibrated at; larger canvases get a narrower σ.
+CALIBRATED_SIDE = 512
 
 
 def amplitude_slope(image: jax.Array) -> jax.Array:
@@ -70,5 +79,7 @@ def excess_sigma(image: jax.Array) -> jax.Array:
 
 def fine_scale_sigma(image: jax.Array) -> jax.Array:
     """The search smoothing of ``smooth="auto"`` for a scene: ``GAIN`` times
-    :func:`excess_sigma`, clipped to ``[0, SIGMA_MAX]``."""
-    return jnp.clip(GAIN * excess_sigma(image), 0.0, SIGMA_MAX)
+    :func:`excess_sigma`, clipped to ``[0, SIGMA_MAX]``, times ``min(1, CALIBRATED_SIDE /
+    L)`` for an image whose long side ``L`` exceeds the calibrated canvas."""
+    scale = min(1.0, CALIBRATED_SIDE / max(image.shape[0], image.shape[1]))
+    return scale * jnp.clip(GAIN * excess_sigma(image), 0.0, SIGMA_MAX)

@@ -55,3 +55,16 @@ def test_a_blurred_scene_gets_about_its_blur(rng, sigma):
     img = ndimage.gaussian_filter(_pink(rng, beta=1.0), sigma, mode="wrap")
     assert float(excess_sigma(img)) == pytest.approx(sigma, rel=0.15)
     assert float(fine_scale_sigma(img)) == pytest.approx(GAIN * float(excess_sigma(img)))
+
+
+def test_canvases_above_the_calibrated_side_get_a_narrower_width(rng):
+    """Above CALIBRATED_SIDE the width shrinks with the long side: a blurred 1/f scene of
+    1024 x 768 gets half the width its excess fall-off alone would give."""
+    from jaxblend.optim import SIGMA_MAX
+    from jaxblend.spectrum import CALIBRATED_SIDE
+
+    img = ndimage.gaussian_filter(_pink(rng, n=1024, beta=1.0), 1.0, mode="wrap")[:768]
+    full = min(GAIN * float(excess_sigma(img)), SIGMA_MAX)
+    assert full > 0.8  # the rule itself would smooth this scene
+    want = full * CALIBRATED_SIDE / 1024
+    assert float(fine_scale_sigma(img)) == pytest.approx(want, rel=1e-5)
