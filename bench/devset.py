@@ -129,3 +129,25 @@ def stage1(job, config, vgg, path: Path) -> np.ndarray:
     out = np.asarray(r.image_float)
     np.save(path, out)
     return out
+
+
+def stage2_frames(st2, config, vgg, stage1, job, ref, masked: bool) -> tuple[list, float]:
+    """Run stage 2 (``st2`` under ``config``) from the cached ``stage1`` blend of ``job``
+    against the content reference ``ref``; returns its best iterates after every
+    ``config.chunk`` evaluations and the seconds it took (what the bench scripts that
+    score stage 2 chunk by chunk share)."""
+    import time
+
+    import jax.numpy as jnp
+
+    from jaxblend.blend import _run_stage, vgg_spec
+
+    t, s, m = (jnp.asarray(x, jnp.float32) for x in (job.target, job.source, job.mask))
+    frames: list = []
+    t0 = time.perf_counter()
+    _run_stage(
+        "stage2", st2, config, vgg_spec(vgg, config.precision), vgg.params,
+        jnp.asarray(stage1), t, m, s, ref, masked=masked, batched=False, progress=None,
+        frames=frames,
+    )  # fmt: skip
+    return frames, time.perf_counter() - t0

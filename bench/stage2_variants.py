@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from jaxblend import BlendConfig, metrics
-    from jaxblend.blend import _run_stage, stage2_reference, vgg_spec
+    from jaxblend.blend import stage2_reference
     from jaxblend.io import save_image
     from jaxblend.solve import composite
     from jaxblend.vgg import load_vgg
@@ -63,7 +62,6 @@ def main(argv=None) -> int:
             over[k] = tuple((str(n), float(w)) for n, w in over[k])
     st2 = dataclasses.replace(cfg0.stage2, steps=a.steps, **over)
     cfg = cfg0.replace(stage2=st2)
-    spec = vgg_spec(vgg, cfg.precision)
     cache, images = Path(a.cache), Path(a.images)
     cache.mkdir(parents=True, exist_ok=True)
     images.mkdir(parents=True, exist_ok=True)
@@ -92,13 +90,7 @@ def main(argv=None) -> int:
                     layers(np.asarray(theirs, np.float32)),
                 )
             )
-        frames: list = []
-        t0 = time.perf_counter()
-        _run_stage(
-            "stage2", st2, cfg, spec, vgg.params, jnp.asarray(stage1), t, m, s, ref,
-            masked=masked, batched=False, progress=None, frames=frames,
-        )  # fmt: skip
-        sec = time.perf_counter() - t0
+        frames, sec = devset.stage2_frames(st2, cfg, vgg, stage1, job, ref, masked)
         with log.open("a") as fh:
             for i, fr in enumerate(frames):
                 n = min((i + 1) * cfg.chunk, a.steps)

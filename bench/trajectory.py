@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from jaxblend import BlendConfig, metrics
-    from jaxblend.blend import _run_stage, stage2_reference, vgg_spec
+    from jaxblend.blend import stage2_reference, vgg_spec
     from jaxblend.solve import composite, loss_terms, prepare
     from jaxblend.vgg import load_vgg
 
@@ -82,13 +81,7 @@ def main(argv=None) -> int:
         if theirs is not None:
             q = ind(np.asarray(theirs, np.float32))
             print(f"{case.name:8s} authors  " + " ".join(f"{k[:5]} {q[k]:.4f}" for k in KEYS))
-        frames: list = []
-        t0 = time.perf_counter()
-        _run_stage(
-            "stage2", st2, config, spec, vgg.params, jnp.asarray(stage1), t, m, s, ref,
-            masked=masked, batched=False, progress=None, frames=frames,
-        )  # fmt: skip
-        sec = time.perf_counter() - t0
+        frames, sec = devset.stage2_frames(st2, config, vgg, stage1, job, ref, masked)
         with log.open("a") as fh:
             for i, fr in enumerate(frames):
                 n = min((i + 1) * config.chunk, a.steps)

@@ -20,12 +20,13 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from jaxblend.optim import gaussian_smoother
 
 Features = Mapping[str, jax.Array]
 
@@ -346,25 +347,10 @@ def range_loss(image: ArrayLike, low: float = 0.0, high: float = 255.0) -> jax.A
     return jnp.mean(jax.nn.relu(low - x) ** 2 + jax.nn.relu(x - high) ** 2)
 
 
-def gaussian_taps(sigma: float) -> tuple[float, ...]:
-    """Normalised 1-D Gaussian taps of width ``sigma`` px over ``±⌈3σ⌉`` (static floats)."""
-    r = max(1, math.ceil(3 * float(sigma)))
-    k = [math.exp(-0.5 * (i / float(sigma)) ** 2) for i in range(-r, r + 1)]
-    s = sum(k)
-    return tuple(v / s for v in k)
-
-
 def blur(image: ArrayLike, sigma: float) -> jax.Array:
     """Separable Gaussian blur of an ``H x W x C`` image (static ``sigma`` px, zero
-    padding: the image counts as 0 beyond the canvas)."""
-    x = jnp.asarray(image)
-    taps = gaussian_taps(sigma)
-    r = (len(taps) - 1) // 2
-    h, w = x.shape[:2]
-    p = jnp.pad(x, ((r, r), (0, 0), (0, 0)))
-    rows = sum(k * p[i : i + h] for i, k in enumerate(taps))
-    p = jnp.pad(rows, ((0, 0), (r, r), (0, 0)))
-    return sum(k * p[:, i : i + w] for i, k in enumerate(taps))
+    padding: the image counts as 0 beyond the canvas): :func:`jaxblend.optim.gaussian_smoother`."""
+    return gaussian_smoother(float(sigma))(jnp.asarray(image))
 
 
 def tone_loss(image: ArrayLike, reference: ArrayLike, mask: ArrayLike, sigma: float) -> jax.Array:

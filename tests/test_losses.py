@@ -261,7 +261,6 @@ def test_blur_matches_scipy(rng):
     x = rng.uniform(0, 255, (23, 31, 3))
     for sigma in (1.0, 2.0, 4.0):
         ref = ndimage.gaussian_filter(x, (sigma, sigma, 0), mode="constant", truncate=3.0)
-        # scipy truncates at int(3σ + 0.5) px, losses.blur at ⌈3σ⌉: the same for these σ
         np.testing.assert_allclose(losses.blur(x, sigma), ref, atol=2e-3)
 
 
