@@ -316,8 +316,10 @@ def run_stages(
     out: dict[str, Any] = {"losses": {}, "evaluations": {}, "seconds": {}}
     t = time.perf_counter()
     x0 = initial_image(config.init, target, source, mask, seed, config.screen)
-    # The content reference is the naive paste: the object as it is, in the scene.
+    # Stage 1's content reference: the naive paste (the object as it is, in the scene)
+    # or, with stage1_content="start", the start itself (the Poisson blend).
     naive = composite(source, target, mask)
+    ref1 = x0 if config.stage1_content == "start" else naive
     n_coarse = 0
     cfg1 = config.stage1
     if len(config.scales) > 1:
@@ -330,7 +332,7 @@ def run_stages(
         hw = target.shape[-3:-1]
         for s in config.scales[:-1]:
             small = (max(8, round(hw[0] * s)), max(8, round(hw[1] * s)))
-            t_s, s_s, n_s, x_s = (_resize(a, small) for a in (target, source, naive, x0))
+            t_s, s_s, n_s, x_s = (_resize(a, small) for a in (target, source, ref1, x0))
             m_s = (_resize(mask[..., None], small)[..., 0] > 0.5).astype(jnp.float32)
             x_s, n, _, _, _ = _run_stage(
                 "stage1", cfg_c, config, spec, vgg.params, x_s, t_s, m_s, s_s, n_s,
@@ -340,7 +342,7 @@ def run_stages(
             n_coarse = n_coarse + n
             x0 = _resize(x_s, hw)
     img, n, l0, l1, ok = _run_stage(
-        "stage1", cfg1, config, spec, vgg.params, x0, target, mask, source, naive,
+        "stage1", cfg1, config, spec, vgg.params, x0, target, mask, source, ref1,
         masked=True, batched=batched, progress=progress, frames=frames, limit=limit,
     )  # fmt: skip
     img.block_until_ready()

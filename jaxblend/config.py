@@ -26,6 +26,8 @@ HIST_LAYERS: LayerWeights = (("relu3_3", 1.0), ("relu4_3", 1.0))
 
 INITS = ("noise", "paste", "poisson", "randn")
 STAGE2_CONTENTS = ("stage1", "object", "source")
+STAGE1_CONTENTS = ("source", "start")
+TONE_CHANNELS = ("rgb", "luma")
 SOLVERS = ("jaxopt", "optax", "lbfgs", "torch")
 OPERATORS = ("laplacian", "gradient")
 REGIONS = ("mask", "image")
@@ -141,6 +143,9 @@ class StageConfig:
         A stage with a tone term runs on the whole canvas (no window). Not in the paper.
       tone_sigma: the tone term's blur width in px (at the 512-px canvas the defaults
         are calibrated on).
+      tone_channels: what the tone term compares: ``"rgb"`` (the colours) or ``"luma"``
+        (the brightness alone, Rec. 601 weights): a dark object stays dark, and the
+        style term is free to move its hue towards the scene's palette.
     """
 
     grad: float = 0.0
@@ -167,6 +172,7 @@ class StageConfig:
     reach: float = 0.0
     tone: float = 0.0
     tone_sigma: float = 4.0
+    tone_channels: str = "rgb"
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range", "tone"):
@@ -193,6 +199,11 @@ class StageConfig:
         validate.number(self.reach, "reach", 0.0, 1000.0)
         validate.number(self.tone_sigma, "tone_sigma (a blur width in px)", 0.0, 64.0,
                         lo_open=True)  # fmt: skip
+        if self.tone_channels not in TONE_CHANNELS:
+            raise InputError(
+                f"tone_channels must be one of {', '.join(TONE_CHANNELS)}; "
+                f"got {self.tone_channels!r}"
+            )
         if self.content_image not in CONTENT_IMAGES:
             raise InputError(
                 f"content_image must be one of {', '.join(CONTENT_IMAGES)}; "
@@ -304,6 +315,12 @@ class BlendConfig:
         whose Eq. 9 term is zero, so the scene can take up some of the style difference),
         ``"stage1"`` (the whole stage-1 blend, the paper's Eq. 9) or
         ``"source"`` (the object as pasted, inside the mask, as stage 1's Eq. 7).
+      stage1_content: the reference of stage 1's content term (Eq. 7, inside the mask):
+        ``"source"`` (the naive paste, the paper's) or ``"start"`` (stage 1's own start,
+        the Poisson blend with ``init="poisson"``): the object's structure as Poisson
+        keeps it, with the scene's colours, so the content term does not pull the source
+        background the mask takes along (a strip of skin, a patch of sky) back to its
+        own colours. Not in the paper.
       network: the VGG :func:`jaxblend.load_vgg` loads when no model is passed
         (``"vgg16"``, the shipped one; ``"vgg19"``, ``"vgg16-torchvision"`` and
         ``"vgg16-authors"`` come with ``jaxblend weights fetch``).
@@ -330,6 +347,7 @@ class BlendConfig:
     chunk: int = 10
     scales: tuple[float, ...] = field(default=(1.0,))
     stage2_content: str = "object"
+    stage1_content: str = "source"
     network: str = "vgg16"
     style_strength: float = 1.0
     screen: float = 0.0
@@ -362,6 +380,7 @@ class BlendConfig:
             ("solver", self.solver, SOLVERS),
             ("precision", self.precision, PRECISIONS),
             ("stage2_content", self.stage2_content, STAGE2_CONTENTS),
+            ("stage1_content", self.stage1_content, STAGE1_CONTENTS),
             ("stage1.operator", self.stage1.operator, OPERATORS),
             ("stage2.operator", self.stage2.operator, OPERATORS),
             ("stage1.region", self.stage1.region, REGIONS),
@@ -369,6 +388,11 @@ class BlendConfig:
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.stage1_content == "start" and self.init not in ("poisson", "paste"):
+            raise InputError(
+                f"stage1_content='start' needs init='poisson' or 'paste' (a start that holds "
+                f"the object), not {self.init!r}; use stage1_content='source'"
+            )
         for s in (self.stage1, self.stage2):
             if int(s.steps) < 1:
                 raise InputError(f"steps must be at least 1, got {s.steps}")

@@ -353,16 +353,27 @@ def blur(image: ArrayLike, sigma: float) -> jax.Array:
     return gaussian_smoother(float(sigma))(jnp.asarray(image))
 
 
-def tone_loss(image: ArrayLike, reference: ArrayLike, mask: ArrayLike, sigma: float) -> jax.Array:
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 brightness weights
+
+
+def tone_loss(
+    image: ArrayLike, reference: ArrayLike, mask: ArrayLike, sigma: float, *, luma: bool = False
+) -> jax.Array:
     """The object's tone against a reference: the mean over the mask (weights ``M``) and
     channels of the squared Gaussian-blurred difference,
 
-    ``Σ_p M_p ‖(G_σ * (I − I_ref))_p‖² / (C · max(Σ_p M_p, 1e-6))``.
+    ``Σ_p M_p ‖(G_σ * (I − I_ref))_p‖² / (C · max(Σ_p M_p, 1e-6))``;
+
+    with ``luma`` the difference is first reduced to its brightness ``Y = 0.299 R +
+    0.587 G + 0.114 B`` (``C = 1``), so only light and dark count, not hue.
 
     Blurring first keeps only the coarse colour and brightness: texture finer than
     ``σ`` (zero-mean detail) costs nothing, so a style term may repaint the object's
     texture while this term keeps its tones (a dark horse stays dark). Not in the paper.
     """
-    d = blur(jnp.asarray(image) - jnp.asarray(reference), sigma)
+    d = jnp.asarray(image) - jnp.asarray(reference)
+    if luma:
+        d = jnp.tensordot(d, jnp.asarray(LUMA, d.dtype), axes=1)[..., None]
+    d = blur(d, sigma)
     m = jnp.asarray(mask, jnp.float32)
     return jnp.sum(m[..., None] * d**2) / (d.shape[-1] * jnp.maximum(jnp.sum(m), 1e-6))

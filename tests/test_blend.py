@@ -586,3 +586,30 @@ def test_screened_start(vgg, job):
         np.testing.assert_allclose(np.asarray(xs[i]), np.asarray(one), atol=1e-3)
     with pytest.raises(InputError, match="screen"):
         BlendConfig(screen=-1.0)
+
+
+def test_stage1_content_start_holds_the_poisson_start(vgg, job):
+    """stage1_content="start": stage 1's content reference is its own (Poisson) start, so
+    a content-only stage 1 has nothing to correct and stays there, while the default
+    reference (the naive paste) pulls the object back towards its own colours."""
+    import dataclasses
+
+    from jaxblend.blend import initial_image
+
+    s1 = dataclasses.replace(TINY.stage1, grad=0.0, style=0.0, hist=0.0, tv=0.0, content=1.0,
+                             range=0.0, normalize=True)  # fmt: skip
+    cfg = TINY.replace(stage1=s1, init="poisson", stage2_enabled=False)
+    x0 = np.asarray(
+        initial_image(
+            "poisson", *(np.asarray(a, np.float32) for a in (job.target, job.source, job.mask)), 0
+        )
+    )
+    moved = {}
+    for c in ("source", "start"):
+        r = run_stages(cfg.replace(stage1_content=c), vgg, job.target, job.source, job.mask)
+        moved[c] = float(np.abs(np.asarray(r["image"]) - x0).mean())
+    assert moved["start"] < 1e-3 < moved["source"]
+    with pytest.raises(InputError, match="stage1_content"):
+        TINY.replace(stage1_content="poisson")
+    with pytest.raises(InputError, match="init='poisson'"):
+        TINY.replace(stage1_content="start", init="noise")

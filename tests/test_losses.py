@@ -285,3 +285,26 @@ def test_tone_loss_ignores_fine_texture_and_sees_a_tone_shift(rng):
     d = ndimage.gaussian_filter(x - ref, (2.0, 2.0, 0), mode="constant", truncate=3.0)
     want = np.sum(mask[..., None] * d**2) / (3 * mask.sum())
     np.testing.assert_allclose(float(losses.tone_loss(x, ref, mask, 2.0)), want, rtol=1e-3)
+
+
+def test_luma_tone_loss_sees_brightness_not_hue(rng):
+    """``luma=True``: a hue change of equal brightness (R up, B down so that 0.299 dR +
+    0.114 dB = 0) costs nothing, a +30 grey shift costs 30²; NumPy reference."""
+    h, w = 40, 40
+    ref = rng.uniform(60, 200, (h, w, 3))
+    mask = np.zeros((h, w), np.float32)
+    mask[10:30, 10:30] = 1
+    hue = np.zeros((h, w, 3))
+    hue[..., 0], hue[..., 2] = 0.114 * 40, -0.299 * 40
+    assert float(losses.tone_loss(ref + hue, ref, mask, 3.0, luma=True)) < 1e-3
+    assert float(losses.tone_loss(ref + hue, ref, mask, 3.0)) > 5.0
+    grey = np.full((h, w, 3), 30.0)
+    np.testing.assert_allclose(
+        float(losses.tone_loss(ref + grey, ref, mask, 3.0, luma=True)), 900, rtol=1e-3
+    )
+    x = ref + rng.normal(0, 20, ref.shape)
+    y = (x - ref) @ np.array([0.299, 0.587, 0.114])
+    d = ndimage.gaussian_filter(y, 2.0, mode="constant", truncate=3.0)
+    want = np.sum(mask * d**2) / mask.sum()
+    np.testing.assert_allclose(float(losses.tone_loss(x, ref, mask, 2.0, luma=True)), want,
+                               rtol=1e-3)  # fmt: skip
