@@ -146,6 +146,9 @@ class StageConfig:
       tone_channels: what the tone term compares: ``"rgb"`` (the colours) or ``"luma"``
         (the brightness alone, Rec. 601 weights): a dark object stays dark, and the
         style term is free to move its hue towards the scene's palette.
+      tone_highpass: when positive (and above ``tone_sigma``), the tone term ignores
+        changes smoother than this many px (a difference of Gaussians): the object may
+        take the scene's overall brightness, its own light and dark parts stay.
     """
 
     grad: float = 0.0
@@ -173,6 +176,7 @@ class StageConfig:
     tone: float = 0.0
     tone_sigma: float = 4.0
     tone_channels: str = "rgb"
+    tone_highpass: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("grad", "content", "style", "hist", "tv", "range", "tone"):
@@ -199,6 +203,12 @@ class StageConfig:
         validate.number(self.reach, "reach", 0.0, 1000.0)
         validate.number(self.tone_sigma, "tone_sigma (a blur width in px)", 0.0, 64.0,
                         lo_open=True)  # fmt: skip
+        validate.number(self.tone_highpass, "tone_highpass (a blur width in px)", 0.0, 256.0)
+        if self.tone_highpass and self.tone_highpass <= self.tone_sigma:
+            raise InputError(
+                f"tone_highpass ({self.tone_highpass}) must be 0 or above tone_sigma "
+                f"({self.tone_sigma}): it is the wider of the two blurs"
+            )
         if self.tone_channels not in TONE_CHANNELS:
             raise InputError(
                 f"tone_channels must be one of {', '.join(TONE_CHANNELS)}; "

@@ -357,7 +357,13 @@ LUMA = (0.299, 0.587, 0.114)  # Rec. 601 brightness weights
 
 
 def tone_loss(
-    image: ArrayLike, reference: ArrayLike, mask: ArrayLike, sigma: float, *, luma: bool = False
+    image: ArrayLike,
+    reference: ArrayLike,
+    mask: ArrayLike,
+    sigma: float,
+    *,
+    luma: bool = False,
+    highpass: float = 0.0,
 ) -> jax.Array:
     """The object's tone against a reference: the mean over the mask (weights ``M``) and
     channels of the squared Gaussian-blurred difference,
@@ -365,7 +371,11 @@ def tone_loss(
     ``Σ_p M_p ‖(G_σ * (I − I_ref))_p‖² / (C · max(Σ_p M_p, 1e-6))``;
 
     with ``luma`` the difference is first reduced to its brightness ``Y = 0.299 R +
-    0.587 G + 0.114 B`` (``C = 1``), so only light and dark count, not hue.
+    0.587 G + 0.114 B`` (``C = 1``), so only light and dark count, not hue; with
+    ``highpass > sigma`` the blurred difference is a difference of Gaussians, ``(G_σ −
+    G_highpass) * (I − I_ref)``, so a change smoother than ``highpass`` px (the whole
+    object lighter or darker) costs nothing either: only the object's own light and dark
+    parts, between the two widths, are held.
 
     Blurring first keeps only the coarse colour and brightness: texture finer than
     ``σ`` (zero-mean detail) costs nothing, so a style term may repaint the object's
@@ -374,6 +384,6 @@ def tone_loss(
     d = jnp.asarray(image) - jnp.asarray(reference)
     if luma:
         d = jnp.tensordot(d, jnp.asarray(LUMA, d.dtype), axes=1)[..., None]
-    d = blur(d, sigma)
+    d = blur(d, sigma) - blur(d, highpass) if highpass else blur(d, sigma)
     m = jnp.asarray(mask, jnp.float32)
     return jnp.sum(m[..., None] * d**2) / (d.shape[-1] * jnp.maximum(jnp.sum(m), 1e-6))

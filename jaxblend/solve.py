@@ -197,7 +197,7 @@ def prepare(
         }
         if cfg.tone:  # the scene's own tones against the reference's, inside the mask
             scale["tone"] = jnp.maximum(
-                losses.tone_loss(target, content_ref, mask, cfg.tone_sigma, luma=_luma(cfg)), tiny
+                losses.tone_loss(target, content_ref, mask, cfg.tone_sigma, **_tone(cfg)), tiny
             )
     box = source_box_fraction(source, target) if as_masked else jnp.float32(1.0)
     return StageData(
@@ -289,9 +289,9 @@ def _prepare_windowed(
     )  # fmt: skip
 
 
-def _luma(cfg: StageConfig) -> bool:
-    """Whether the stage's tone term compares brightness alone (``tone_channels``)."""
-    return cfg.tone_channels == "luma"
+def _tone(cfg: StageConfig) -> dict:
+    """The stage's tone-term options for :func:`jaxblend.losses.tone_loss`."""
+    return {"luma": cfg.tone_channels == "luma", "highpass": float(cfg.tone_highpass)}
 
 
 def _sigma(cfg: StageConfig, target: jax.Array) -> jax.Array:
@@ -427,7 +427,7 @@ def loss_terms(
     if cfg.range:
         out["range"] = cfg.range * (px["range"] if wd is not None else losses.range_loss(blend))
     if cfg.tone:  # never windowed (window.windowable)
-        t = losses.tone_loss(blend, data.tone_ref, data.mask, cfg.tone_sigma, luma=_luma(cfg))
+        t = losses.tone_loss(blend, data.tone_ref, data.mask, cfg.tone_sigma, **_tone(cfg))
         out["tone"] = cfg.tone * (t / sc["tone"] if sc else t)
     return out
 

@@ -308,3 +308,26 @@ def test_luma_tone_loss_sees_brightness_not_hue(rng):
     want = np.sum(mask * d**2) / mask.sum()
     np.testing.assert_allclose(float(losses.tone_loss(x, ref, mask, 2.0, luma=True)), want,
                                rtol=1e-3)  # fmt: skip
+
+
+def test_highpass_tone_loss_lets_the_whole_object_shift(rng):
+    """``highpass``: a smooth brightening of the whole object (a wide Gaussian bump) is
+    nearly free, a dark stripe across it (its own light and dark parts) is not; NumPy
+    reference with SciPy's blurs."""
+    h, w = 96, 96
+    ref = rng.uniform(60, 200, (h, w, 3))
+    mask = np.zeros((h, w), np.float32)
+    mask[32:64, 32:64] = 1
+    yy, xx = np.mgrid[:h, :w]
+    bump = 40.0 * np.exp(-((yy - 48.0) ** 2 + (xx - 48.0) ** 2) / (2 * 30.0**2))[..., None]
+    stripe = np.where(np.abs(yy - 48) < 3, -40.0, 0.0)[..., None] * np.ones(3)
+    smooth = float(losses.tone_loss(ref + bump, ref, mask, 1.5, highpass=8.0))
+    sharp = float(losses.tone_loss(ref + stripe, ref, mask, 1.5, highpass=8.0))
+    assert smooth < 0.02 * float(losses.tone_loss(ref + bump, ref, mask, 1.5))
+    assert sharp > 20 * smooth
+    x = ref + rng.normal(0, 20, ref.shape)
+    f = lambda s: ndimage.gaussian_filter(x - ref, (s, s, 0), mode="constant", truncate=3.0)
+    d = f(1.5) - f(8.0)
+    want = np.sum(mask[..., None] * d**2) / (3 * mask.sum())
+    got = float(losses.tone_loss(x, ref, mask, 1.5, highpass=8.0))
+    np.testing.assert_allclose(got, want, rtol=1e-3)
