@@ -242,3 +242,23 @@ def test_report_picks_each_platforms_newest_file(tmp_path):
     assert got["case1"].name == "case1-cpu-default-2026-11-27.md"
     assert got["perf-gpu"].name == "gpu-NVIDIA_H100-2026-11-20.md"
     assert got["perf"].name == "cpu-cpu-2026-11-25.md" and got["cache"] is None
+
+
+def test_variants_table_marks_each_check_against_the_authors():
+    from bench.variants_table import table
+
+    fig = {"style": 0.1, "ghosting": 0.01, "outline": 9.0, "seam": 30.0, "fidelity": 0.2}
+    quality = {"cases": {
+        "case4": {"figures": {"authors_final": fig, "final": fig}},
+        "pair": {"figures": {"final": fig}},  # a cross pair: no authors' final
+    }}  # fmt: skip
+    worse = {**fig, "style": 0.12, "fidelity": 0.25}
+    rows = [
+        {"tag": "t", "case": "case4", "evaluations": 50, "figures": {**worse, "structure": 0.7}},
+        {"tag": "t", "case": "case4", "evaluations": 40, "figures": {**worse, "structure": 0.7}},
+        {"tag": "t", "case": "pair", "evaluations": 50, "figures": {**fig, "structure": 0.5}},
+    ]
+    lines = table(rows, quality, ["t"], (50,)).splitlines()
+    assert len(lines) == 4  # header, rule, two rows at 50 evaluations
+    assert "0.12 ✗" in lines[2] and "0.01 ✓" in lines[2] and lines[2].endswith("| 2 |")
+    assert "✓" not in lines[3] and lines[3].endswith("| – |")
