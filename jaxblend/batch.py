@@ -454,8 +454,10 @@ def _stage(value: Any, base: StageConfig, where: str) -> StageConfig:
 
 def load_config(path: str | os.PathLike | None) -> BlendConfig:
     """A :class:`BlendConfig` from a JSON file of its fields (``stage1``/``stage2`` as
-    objects of :class:`StageConfig` fields, layer lists as ``[[name, weight], ...]``).
-    An unknown setting is refused, naming the closest known one."""
+    objects of :class:`StageConfig` fields, layer lists as ``[[name, weight], ...]``);
+    ``"preset": NAME`` starts from that :mod:`jaxblend.presets` configuration instead of
+    the defaults (the other fields change it). An unknown setting is refused, naming the
+    closest known one."""
     if path is None:
         return BlendConfig()
     p = Path(path)
@@ -469,11 +471,20 @@ def load_config(path: str | os.PathLike | None) -> BlendConfig:
         raise InputError(f"config file {p} is not valid JSON ({_one_line(e)})") from None
     if not isinstance(data, dict):
         raise InputError(f"config file {p} must hold a JSON object of BlendConfig settings")
-    base = BlendConfig()
-    names = sorted(f.name for f in dataclasses.fields(BlendConfig))
+    names = sorted([f.name for f in dataclasses.fields(BlendConfig)] + ["preset"])
     _unknown(data.keys(), names, f"{p}", "setting")
+    base = BlendConfig()
+    if "preset" in data:
+        from jaxblend.presets import PRESETS
+
+        name = data["preset"]
+        if not isinstance(name, str) or name not in PRESETS:
+            raise InputError(f"preset in {p} must be one of {', '.join(PRESETS)}; got {name!r}")
+        base = PRESETS[name]
     changes: dict[str, Any] = {}
     for k, v in data.items():
+        if k == "preset":
+            continue
         if k in ("stage1", "stage2"):
             changes[k] = _stage(v, getattr(base, k), k)
         elif k == "scales":

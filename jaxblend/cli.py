@@ -25,6 +25,7 @@ from typing import Any
 
 from jaxblend.config import INITS, KEEP_TARGET, PRECISIONS, SOLVERS, BlendConfig
 from jaxblend.errors import InputError, JaxblendError
+from jaxblend.presets import PRESETS
 
 EXIT_USAGE = 2
 # Commands that compile XLA programs, and so use the persistent compilation cache.
@@ -125,6 +126,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _strength(text: str) -> float:
+    """``--style-strength``: a finite number, 0 or more."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number 0 or more, got {text!r}")
     return v
 
 
@@ -323,22 +335,40 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         nargs="+",
         metavar="N",
-        default=[DEFAULTS.stage1.steps, DEFAULTS.stage2.steps],
-        help="objective evaluations for stage 1 [and stage 2]",
+        default=None,
+        help="objective evaluations for stage 1 [and stage 2] (default: the preset's, "
+        f"{DEFAULTS.stage1.steps} {DEFAULTS.stage2.steps} for the default one)",
+    )
+    b.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="default",
+        help="named configuration that the other options change: jaxblend's own, v0.1's, "
+        "the paper's formulation or the authors' code (README 'Defaults')",
+    )
+    b.add_argument(
+        "--style-strength",
+        type=_strength,
+        default=None,
+        metavar="K",
+        help="factor on both stages' style weights: above 1 more of the scene's style, "
+        "below 1 a more faithful object, 0 no style terms (default 1)",
     )
     b.add_argument(
         "--init",
         choices=INITS,
-        default=DEFAULTS.init,
+        default=None,
         help="stage-1 start: noise (the paper), randn (the authors' code: nearly black "
-        "noise), the pasted source or the Poisson blend",
+        "noise), the pasted source or the Poisson blend "
+        f"(default: the preset's, {DEFAULTS.init} for the default one)",
     )
     b.add_argument(
         "--solver",
         choices=SOLVERS,
-        default=DEFAULTS.solver,
+        default=None,
         help="L-BFGS implementation: ours, jaxopt.LBFGS, optax.lbfgs, or torch.optim.LBFGS's "
-        "unit steps without a line search (the authors' code)",
+        "unit steps without a line search (the authors' code) "
+        f"(default: the preset's, {DEFAULTS.solver} for the default one)",
     )
     b.add_argument("--no-stage2", action="store_true", help="stop after seamless blending")
     b.add_argument(
@@ -355,11 +385,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default=DEFAULTS.precision,
+        default=None,
         help="VGG convolutions: auto (float32 on CPUs, tf32 on GPUs, bfloat16 on TPUs), "
-        "float32 (exact), bfloat16 or tf32",
+        "float32 (exact), bfloat16 or tf32 "
+        f"(default: the preset's, {DEFAULTS.precision} for the default one)",
     )
-    b.add_argument("--vgg", default="vgg16", help="vgg16 (shipped), vgg19 or a weight file")
+    b.add_argument(
+        "--vgg",
+        default=None,
+        help="vgg16 (shipped), vgg19 or a weight file (default: the preset's network, vgg16)",
+    )
     _add_quiet(b)
 
     d = command("demo", "blend the bundled example (case1) and write a figure")
@@ -551,8 +586,14 @@ def _warn(text: str) -> None:
 
 
 def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
+    if base is None and getattr(args, "preset", None):
+        from jaxblend.presets import preset
+
+        base = preset(args.preset)
     cfg = base or BlendConfig()
     changes: dict[str, Any] = {}
+    if getattr(args, "style_strength", None) is not None:
+        changes["style_strength"] = args.style_strength
     if getattr(args, "canvas", None) is not None:
         changes["canvas"] = _canvas_side(args)
     if getattr(args, "source_size", None) is not None:
@@ -633,12 +674,13 @@ def _cmd_blend(args: argparse.Namespace) -> int:
     bar = BlendProgress(quiet=args.quiet)
     try:
         shape = canvas_shape(args.target, cfg.canvas)  # the header only: nothing decoded
-        vgg = load_vgg(args.vgg)  # before any progress line: a missing file is a one-line error
+        net = args.vgg or cfg.network
+        vgg = load_vgg(net)  # before any progress line: a missing file is a one-line error
         # Before the layout allocates the canvas (the arrays alone); run_blend checks the
         # laid-out job again with its mask (a windowed stage needs its window's share).
         validate.blend_memory(cfg, shape, vgg, at_least=True)
         job = _layout(args, cfg.canvas, cfg.source_size)
-        bar.phase(f"loaded weights: {args.vgg} ({vgg.arch})")
+        bar.phase(f"loaded weights: {net} ({vgg.arch})")
         result = run_blend(job, config=cfg, vgg=vgg, progress=bar, frames=args.frames is not None)
         bar.phase(f"writing {args.out}")
         outputs = [(result.image, Path(args.out))]

@@ -246,9 +246,13 @@ def test_help_of_every_subcommand_shows_each_default():
     c = BlendConfig()
     p = run("blend", "--help")
     text = " ".join(p.stdout.split())
-    for shown in (f"(default: {c.canvas})", f"(default: {c.stage1.steps} {c.stage2.steps})",
-                  f"(default: {c.init})", f"(default: {c.solver})", f"(default: {c.seed})",
-                  f"(default: {c.precision})", "(default: the canvas centre)",
+    own = "for the default one)"
+    for shown in (f"(default: {c.canvas})", f"(default: {c.seed})", "(default: default)",
+                  f"(default: the preset's, {c.stage1.steps} {c.stage2.steps} {own}",
+                  f"(default: the preset's, {c.init} {own}",
+                  f"(default: the preset's, {c.solver} {own}",
+                  f"(default: the preset's, {c.precision} {own}",
+                  "(default: the canvas centre)",
                   "(default: the source's own size)",
                   "(default: the source's alpha channel"):  # fmt: skip
         assert shown in text, shown
@@ -364,3 +368,39 @@ def test_soft_mask_warning_on_the_command_line(tmp_path, case1):
     p = run(*args, "--mask-threshold", "127")
     assert p.returncode == 0 and "jaxblend: warning" not in p.stderr
     assert '"mask_threshold": 127' in p.stdout
+
+
+def test_blend_preset_and_style_strength_reach_the_config():
+    """``--preset`` is the base the other options change (its own steps, start and solver
+    unless given), ``--style-strength`` scales the style; a bad strength is a usage error."""
+    from jaxblend.cli import _config_from_args, _parser
+    from jaxblend.presets import preset
+
+    base = ["blend", "--source", "s.png", "--target", "t.png", "-o", "o.png"]
+    parse = _parser().parse_args
+    cfg = _config_from_args(parse(base + ["--preset", "authors"]))
+    assert cfg == preset("authors")  # its 1000 + 1000 evaluations, randn start, torch solver
+    cfg = _config_from_args(parse(base + ["--preset", "authors", "--steps", "5", "--init",
+                                          "poisson", "--style-strength", "0.5"]))  # fmt: skip
+    assert (cfg.stage1.steps, cfg.stage2.steps, cfg.init) == (5, 5, "poisson")
+    assert cfg.style_strength == 0.5 and cfg.solver == "torch"
+    assert _config_from_args(parse(base)) == preset("default")
+    p = run(*base, "--style-strength", "-1")
+    assert p.returncode == 2 and "--style-strength" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_config_file_may_start_from_a_preset(tmp_path):
+    import json
+
+    from jaxblend import InputError
+    from jaxblend.batch import load_config
+    from jaxblend.presets import preset
+
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"preset": "paper", "canvas": 256, "stage2": {"steps": 7}}))
+    cfg = load_config(f)
+    want = preset("paper", canvas=256, steps2=7)
+    assert cfg == want and cfg.init == "noise"
+    f.write_text(json.dumps({"preset": "papers"}))
+    with pytest.raises(InputError, match="preset .* must be one of"):
+        load_config(f)

@@ -25,6 +25,14 @@ def test_authors_preset_holds_their_weights_and_network():
     assert [n for n, _ in s1.style_layers] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
 
+def test_solid_preset_is_the_default_with_a_brightness_tone_term():
+    cfg, d = preset("solid"), BlendConfig()
+    s2 = cfg.stage2
+    assert (s2.tone, s2.tone_sigma, s2.tone_channels, s2.steps) == (10.0, 1.5, "luma", 60)
+    assert cfg.stage1 == d.stage1 and cfg.replace(stage2=d.stage2) == d
+    assert cfg.stage1.steps + s2.steps <= 200  # the budget
+
+
 def test_preset_changes_and_errors():
     cfg = preset("paper", canvas=256, steps1=5)
     assert cfg.canvas == 256 and cfg.stage1.steps == 5 and cfg.stage2_content == "stage1"
@@ -32,7 +40,7 @@ def test_preset_changes_and_errors():
         preset("nope")
     with pytest.raises(InputError, match="canvs"):
         preset("default", canvs=3)
-    assert set(PRESETS) >= {"default", "paper", "authors", "v0.1"}
+    assert set(PRESETS) >= {"default", "solid", "paper", "authors", "v0.1"}
 
 
 def test_style_strength_is_validated():
