@@ -8,8 +8,8 @@ the defaults' finals and the authors' published finals, scored with the same
 :mod:`jaxblend.metrics`). For each tag, case and ``--evals`` count it lists the five final
 figures, each marked ✓ where it is no worse than the authors' final (lower is better for
 all five), with the default final's figure beside it, and counts the failed checks.
-Writes ``bench/results/stage2-variants-<name>.md`` and prints it. With ``--sheet CASE``
-(repeatable) and ``--show TAG@N ...`` it also writes a contact sheet per case,
+Writes ``bench/results/stage2-variants-<name>.md`` and prints it. With ``--sheet
+CASE:TAG@N,TAG@N,...`` (repeatable) it also writes a contact sheet per case,
 ``stage2-variants-<name>-<case>.png`` (``bench/quality.py``'s layout: the target and each
 variant's saved iterate ``<images>/<TAG>-<CASE>-<N>.png``, with a 2x crop of the object),
 to look at the variants side by side.
@@ -75,8 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--evals", nargs="+", type=int, default=[50, 60])
     ap.add_argument("--name", required=True, help="the results file's suffix, e.g. a date")
     ap.add_argument("--jsonl", default=str(RESULTS / "stage2-variants.jsonl"))
-    ap.add_argument("--sheet", action="append", default=[], metavar="CASE")
-    ap.add_argument("--show", nargs="*", default=[], metavar="TAG@N")
+    ap.add_argument("--sheet", action="append", default=[], metavar="CASE:TAG@N,...")
     ap.add_argument("--images", default="/tmp/jaxblend-stage2-variants")
     a = ap.parse_args(argv)
     rows = [json.loads(line) for line in Path(a.jsonl).read_text().splitlines() if line]
@@ -99,8 +98,9 @@ def main(argv=None) -> int:
     path = RESULTS / f"stage2-variants-{a.name}.md"
     path.write_text(text)
     print(text)
-    for case in a.sheet:
-        out = sheet(case, a.show, Path(a.images), a.name)
+    for spec in a.sheet:
+        case, _, show = spec.partition(":")
+        out = sheet(case, [v for v in show.split(",") if v], Path(a.images), a.name)
         if out is None:
             return 2
         print(f"wrote {out}")
