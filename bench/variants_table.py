@@ -31,10 +31,14 @@ KEYS = ("style", "ghosting", "outline", "seam", "fidelity")
 
 
 def newest_quality(results: Path = RESULTS) -> Path:
-    files = sorted(results.glob("quality-default-*.json"))
-    if not files:
+    """The newest ``quality-default-*.json``: the JSON beside the file ``bench/report.py``
+    takes for the README's quality section."""
+    from bench.report import SECTIONS, latest
+
+    md = latest(SECTIONS["quality"], results)
+    if md is None or not md.with_suffix(".json").exists():
         raise SystemExit("no bench/results/quality-default-*.json: run bench/quality.py first")
-    return files[-1]
+    return md.with_suffix(".json")
 
 
 def table(rows: list[dict], quality: dict, tags: list[str], evals: tuple[int, ...]) -> str:

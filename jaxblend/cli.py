@@ -25,7 +25,7 @@ from typing import Any
 
 from jaxblend.config import INITS, KEEP_TARGET, PRECISIONS, SOLVERS, BlendConfig
 from jaxblend.errors import InputError, JaxblendError
-from jaxblend.presets import PRESETS
+from jaxblend.presets import PRESETS, preset
 
 EXIT_USAGE = 2
 # Commands that compile XLA programs, and so use the persistent compilation cache.
@@ -587,8 +587,6 @@ def _warn(text: str) -> None:
 
 def _config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
     if base is None and getattr(args, "preset", None):
-        from jaxblend.presets import preset
-
         base = preset(args.preset)
     cfg = base or BlendConfig()
     changes: dict[str, Any] = {}

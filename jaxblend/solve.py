@@ -196,9 +196,7 @@ def prepare(
             for n in c_layers
         }
         if cfg.tone:  # the scene's own tones against the reference's, inside the mask
-            scale["tone"] = jnp.maximum(
-                losses.tone_loss(target, content_ref, mask, cfg.tone_sigma, **_tone(cfg)), tiny
-            )
+            scale["tone"] = jnp.maximum(_tone_loss(cfg, target, content_ref, mask), tiny)
     box = source_box_fraction(source, target) if as_masked else jnp.float32(1.0)
     return StageData(
         params, target, mask, guide, ref, grams, srt, scale, band, o_grams, 1.0 / box, None,
@@ -289,9 +287,13 @@ def _prepare_windowed(
     )  # fmt: skip
 
 
-def _tone(cfg: StageConfig) -> dict:
-    """The stage's tone-term options for :func:`jaxblend.losses.tone_loss`."""
-    return {"luma": cfg.tone_channels == "luma", "highpass": float(cfg.tone_highpass)}
+def _tone_loss(cfg: StageConfig, image: jax.Array, ref: jax.Array, mask: jax.Array) -> jax.Array:
+    """:func:`jaxblend.losses.tone_loss` with the stage's tone settings (width, channels,
+    high-pass), for the prepare-time scale and the objective alike."""
+    return losses.tone_loss(
+        image, ref, mask, cfg.tone_sigma,
+        luma=cfg.tone_channels == "luma", highpass=float(cfg.tone_highpass),
+    )  # fmt: skip
 
 
 def _sigma(cfg: StageConfig, target: jax.Array) -> jax.Array:
@@ -427,7 +429,7 @@ def loss_terms(
     if cfg.range:
         out["range"] = cfg.range * (px["range"] if wd is not None else losses.range_loss(blend))
     if cfg.tone:  # never windowed (window.windowable)
-        t = losses.tone_loss(blend, data.tone_ref, data.mask, cfg.tone_sigma, **_tone(cfg))
+        t = _tone_loss(cfg, blend, data.tone_ref, data.mask)
         out["tone"] = cfg.tone * (t / sc["tone"] if sc else t)
     return out
 
